@@ -1,0 +1,183 @@
+"""What each command does, as one library call: resolve the home, open one transaction, call the
+services, return a JSON-able dict. The CLI only parses, calls one of these, prints, and maps errors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from consent import ConsentRecord, Grant, Revocation, SigningKey, TokenRequest, fmt_time, new_id
+
+from . import _audit as audit
+from . import _registry as reg
+from ._db import make_engine, require_schema, transaction, upgrade
+from ._errors import BadInput, DuplicateHandle, UnknownGrant
+from ._home import Home, check_handle, write_private
+from ._request import GenerationRequest
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(home: Home, *, check: bool = True) -> Engine:
+    eng = _ENGINES.get(home.db_url)
+    if eng is None:
+        eng = _ENGINES[home.db_url] = make_engine(home.db_url)
+    if check:
+        require_schema(eng)
+    return eng
+
+
+def init(home: Home, *, now: datetime) -> dict[str, Any]:
+    """Create the home (0700), the vault key, the token key and the schema. Safe to run again."""
+    created = []
+    home.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(home.path, 0o700)
+    if not home.kek_path.exists() and not os.environ.get("CAMEO_KEK"):
+        from ._vault import LocalKek
+
+        LocalKek.generate(home.kek_path)
+        created.append("vault key")
+    if not home.token_key_path.exists():
+        write_private(home.token_key_path, SigningKey.generate().to_pem(None))
+        created.append("token key")
+    home.vault()  # the vault key is readable and well formed
+    key = home.token_signing_key()
+    eng = engine_for(home, check=False)
+    upgrade(eng)
+    with transaction(eng) as s:
+        rid = reg.initialise(s, token_key=key.public, now=now)
+    return {"home": str(home.path), "database": _redact(home.db_url), "registry_id": rid, "created": created}
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL we cannot parse is shown as nothing
+        return "(unparseable URL)"
+
+
+def account_create(home: Home, handle: str, passphrase: str, *, now: datetime) -> dict[str, Any]:
+    check_handle(handle)
+    if len(passphrase) < 8:
+        raise BadInput("the passphrase must have at least 8 characters")
+    eng = engine_for(home)
+    home.require()
+    key = SigningKey.generate()
+    path = home.key_path(handle)
+    if path.exists():
+        raise DuplicateHandle(f"a key for {handle!r} is already in this keystore")
+    home.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=home.keys_dir, prefix=".new-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.to_pem(passphrase.encode()))
+        with transaction(eng) as s:
+            acc = reg.create_account(s, handle, key.public, now=now)
+            os.link(tmp, path)  # fails if a key appeared meanwhile: the transaction rolls back
+    finally:
+        os.unlink(tmp)
+    return {"handle": handle, "account_id": acc.id, "key_id": key.key_id}
+
+
+def follow(home: Home, follower: str, followee: str, *, now: datetime) -> dict[str, Any]:
+    with transaction(engine_for(home)) as s:
+        reg.follow(s, follower, followee, now=now)
+    return {"follower": follower, "followee": followee}
+
+
+def grant(home: Home, owner: str, grantee: str, *, passphrase: str, modalities: tuple[str, ...],
+          purposes: tuple[str, ...], generators: tuple[str, ...], uses: int, expires: str,
+          now: datetime) -> dict[str, Any]:
+    from consent import MalformedDocument
+
+    if not 1 <= uses <= 1_000_000:
+        raise BadInput("--uses must be between 1 and 1000000")
+    ttl = reg.parse_duration(expires)
+    eng = engine_for(home)
+    with transaction(eng) as s:
+        o, g = reg.get_account(s, owner), reg.get_account(s, grantee)
+        key = home.load_key(owner, passphrase)
+        try:
+            doc = Grant.create(key, id=new_id("grant"), owner=owner, owner_key=o.key_id, grantee=grantee,
+                               grantee_key=g.key_id, modalities=modalities, purposes=purposes, generators=generators,
+                               created=now, not_after=now + ttl, max_uses=uses)
+        except MalformedDocument as e:
+            raise BadInput(str(e)) from e
+        reg.submit_grant(s, doc.to_bytes(), now=now)
+    return {"grant_id": doc.id, "owner": owner, "grantee": grantee, "modalities": list(modalities),
+            "purposes": list(purposes), "generators": list(generators), "max_uses": uses,
+            "not_after": fmt_time(doc.not_after), "digest": doc.digest}
+
+
+def grants(home: Home, owner: str) -> dict[str, Any]:
+    with transaction(engine_for(home)) as s:
+        return {"owner": owner, "grants": reg.grants_of(s, reg.get_account(s, owner))}
+
+
+def revoke(home: Home, owner: str, *, passphrase: str, grant_id: str | None, everything: bool,
+           now: datetime) -> dict[str, Any]:
+    if bool(grant_id) == bool(everything):
+        raise BadInput("give exactly one of --grant ID or --all")
+    with transaction(engine_for(home)) as s:
+        o = reg.get_account(s, owner)
+        if grant_id:
+            from ._models import GrantRow
+
+            row = s.get(GrantRow, grant_id)
+            if row is None or row.owner_id != o.id:
+                raise UnknownGrant(f"{owner} has no grant {grant_id[:64]!r}")
+        key = home.load_key(owner, passphrase)
+        doc = Revocation.create(key, id=new_id("rev"), owner=owner, owner_key=o.key_id,
+                                scope="grant" if grant_id else "consent", target=grant_id or "*", created=now)
+        return reg.submit_revocation(s, doc.to_bytes(), now=now)
+
+
+def token(home: Home, owner: str, grantee: str, *, passphrase: str, generator: str, request: GenerationRequest,
+          purpose: str, grant_id: str | None, ttl: str | None, now: datetime) -> dict[str, Any]:
+    life = reg.parse_duration(ttl, max_days=1) if ttl else reg.DEFAULT_TOKEN_TTL
+    with transaction(engine_for(home)) as s:
+        g = reg.get_account(s, grantee)
+        reg.get_account(s, owner)
+        key = home.load_key(grantee, passphrase)
+        req = TokenRequest.create(key, id=new_id("treq"), grantee=grantee, grantee_key=g.key_id, owner=owner,
+                                  grant_id=grant_id, generator=generator, purpose=purpose,
+                                  request_digest=request.digest, created=now)
+        minted = reg.mint(s, req.to_bytes(), reg.token_keyring(s, home.token_signing_key()), now=now, ttl=life)
+    if minted.denied is not None:
+        from ._errors import MintDenied
+
+        raise MintDenied(minted.denied.reasons)
+    assert minted.claims is not None
+    return {"token": minted.token, "token_id": minted.claims.jti, "grant_id": minted.claims.grant_id,
+            "generator": generator, "expires": fmt_time(minted.claims.expires),
+            "request_digest": request.digest}
+
+
+def usage(home: Home, handle: str) -> dict[str, Any]:
+    with transaction(engine_for(home)) as s:
+        acc = reg.get_account(s, handle)
+        entries = audit.entries_for(s, acc.id)
+    denied = sum(1 for e in entries if e["event"].endswith(":denied"))
+    return {"handle": handle, "entries": entries, "count": len(entries), "denied": denied}
+
+
+def audit_verify(home: Home) -> audit.ChainReport:
+    with transaction(engine_for(home)) as s:
+        return audit.verify_chain(s)
+
+
+def consent_record_for(home: Home, handle: str) -> ConsentRecord | None:
+    with transaction(engine_for(home)) as s:
+        return reg.live_consent(s, reg.get_account(s, handle))[1]
+
+
+__all__ = ["Home", "shutil"]

@@ -1,0 +1,88 @@
+"""The audit log: typed events, appended in the same transaction as the change they describe,
+hash-chained, with the head kept in its own row so a truncated tail is caught too."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from consent import GENESIS, canonical_json, entry_hash
+
+from ._models import AuditEntry, AuditHead
+
+
+def ts(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+
+
+def init_audit(session: Session) -> None:
+    if session.get(AuditHead, 1) is None:
+        session.add(AuditHead(id=1, seq=0, hash=GENESIS))
+        session.flush()
+
+
+def append(session: Session, event: str, *, now: datetime, actor: str | None = None, subject: str | None = None,
+           detail: dict[str, Any] | None = None) -> int:
+    """Append one entry; returns its sequence number. Serialised by the head row's lock."""
+    seq0, prev = session.execute(_HEAD).one()
+    seq = seq0 + 1
+    stamp = ts(now)
+    body = canonical_json(detail or {}).decode()
+    h = entry_hash(prev, seq=seq, ts=stamp, event=event, actor=actor, subject=subject, detail=body)
+    session.execute(insert(AuditEntry).values(seq=seq, ts=stamp, event=event, actor=actor, subject=subject,
+                                              detail=body, prev_hash=prev, hash=h))
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=h))
+    return seq
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    entries: int
+    first_bad: int | None
+    problem: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "entries": self.entries, "first_bad_seq": self.first_bad, "problem": self.problem}
+
+
+def verify_chain(session: Session) -> ChainReport:
+    """Recompute every hash from the stored fields; names the first entry that does not fit."""
+    prev, expect_seq, n = GENESIS, 1, 0
+    rows = session.execute(select(AuditEntry.seq, AuditEntry.ts, AuditEntry.event, AuditEntry.actor,
+                                  AuditEntry.subject, AuditEntry.detail, AuditEntry.prev_hash,
+                                  AuditEntry.hash).order_by(AuditEntry.seq))
+    for seq, stamp, event, actor, subject, detail, prev_hash, h in rows:
+        n += 1
+        if seq != expect_seq:
+            return ChainReport(False, n, seq, f"entry {seq} follows entry {expect_seq - 1}: entries missing or inserted")
+        if prev_hash != prev:
+            return ChainReport(False, n, seq, f"entry {seq} does not link to the entry before it")
+        try:
+            json.loads(detail)
+            recomputed = entry_hash(prev, seq=seq, ts=stamp, event=event, actor=actor, subject=subject, detail=detail)
+        except (ValueError, TypeError):
+            return ChainReport(False, n, seq, f"entry {seq} is malformed")
+        if recomputed != h:
+            return ChainReport(False, n, seq, f"entry {seq} was altered after it was written")
+        prev, expect_seq = h, seq + 1
+    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one_or_none()
+    if head is None:
+        return ChainReport(False, n, None, "the chain head is missing")
+    if head.seq != expect_seq - 1 or head.hash != prev:
+        return ChainReport(False, n, expect_seq, "the log ends before its recorded head: entries were removed")
+    return ChainReport(True, n, None, None)
+
+
+def entries_for(session: Session, subject: str) -> list[dict[str, Any]]:
+    rows = session.execute(select(AuditEntry).where(AuditEntry.subject == subject).order_by(AuditEntry.seq)).scalars()
+    return [{"seq": r.seq, "ts": r.ts, "event": r.event, "actor": r.actor, "detail": json.loads(r.detail)}
+            for r in rows]

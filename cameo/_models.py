@@ -1,0 +1,163 @@
+"""SQLAlchemy 2.0 models of the registry. The schema is created by Alembic (cameo/migrations)."""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Registry-wide settings: registry id, schema notes."""
+
+    __tablename__ = "registry_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class RegistryKey(Base):
+    """Public halves of the registry's keys, typed by purpose. Retired keys verify, never sign."""
+
+    __tablename__ = "registry_keys"
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    handle: Mapped[str] = mapped_column(String(32), unique=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class Follow(Base):
+    __tablename__ = "follows"
+    follower_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    followee_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class Cameo(Base):
+    """An enrolled likeness: the owner's signed consent record and the wrapped data key."""
+
+    __tablename__ = "cameos"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(16))  # active | withdrawn
+    consent_id: Mapped[str] = mapped_column(String(40))
+    consent_envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    consent_digest: Mapped[str] = mapped_column(String(80))
+    audience: Mapped[str] = mapped_column(String(16))
+    restrictions: Mapped[str] = mapped_column(Text)  # JSON copy of the signed record's restrictions
+    wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    kek_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_used_at: Mapped[str] = mapped_column(String(32))
+
+
+class Template(Base):
+    """One sealed template (AES-256-GCM under the cameo's data key; AAD binds cameo, modality, encoder)."""
+
+    __tablename__ = "templates"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    cameo_id: Mapped[str] = mapped_column(ForeignKey("cameos.id", ondelete="CASCADE"), index=True)
+    modality: Mapped[str] = mapped_column(String(8))
+    encoder_id: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    digest: Mapped[str] = mapped_column(String(80))
+    samples: Mapped[int] = mapped_column(Integer)
+    quality: Mapped[str] = mapped_column(Text)  # JSON: per-sample quality scores (no embeddings)
+    created_at: Mapped[str] = mapped_column(String(32))
+    __table_args__ = (UniqueConstraint("cameo_id", "modality", "encoder_id"),)
+
+
+class Protected(Base):
+    """The protected list: people who opted out (estates, public figures). Templates sealed like cameos'."""
+
+    __tablename__ = "protected"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    label: Mapped[str] = mapped_column(String(128))
+    modality: Mapped[str] = mapped_column(String(8))
+    encoder_id: Mapped[str] = mapped_column(String(128))
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class GrantRow(Base):
+    __tablename__ = "grants"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    grantee_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    digest: Mapped[str] = mapped_column(String(80))
+    generators: Mapped[str] = mapped_column(Text)  # JSON list, for lookups; the envelope is authoritative
+    not_after: Mapped[str] = mapped_column(String(32))
+    max_uses: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class RevocationRow(Base):
+    __tablename__ = "revocations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(64))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class TokenUse(Base):
+    """A consumed token id: the primary key makes a second use impossible."""
+
+    __tablename__ = "token_uses"
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    generator: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[str] = mapped_column(String(32))
+
+
+class Generator(Base):
+    __tablename__ = "generators"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    adapter: Mapped[str] = mapped_column(String(64))
+    config: Mapped[str] = mapped_column(Text)  # JSON
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained. Details hold ids, digests and reasons; never templates or tokens."""
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    subject: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    detail: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (Index("ix_audit_subject", "subject", "seq"),)
+
+
+class AuditHead(Base):
+    """The chain's head (last seq and hash), updated with every append: catches a truncated tail."""
+
+    __tablename__ = "log_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

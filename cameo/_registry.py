@@ -1,0 +1,301 @@
+"""Registry services: accounts, follows, grants, revocations and token minting.
+
+Every function takes the caller's Session and ``now`` and never commits. A function that *denies*
+returns the denial (after writing its audit entry) instead of raising, so the caller can commit the
+audit record; bad input raises before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from consent import (
+    Allowed,
+    ConsentRecord,
+    Denied,
+    Grant,
+    GrantState,
+    PermissionToken,
+    Reason,
+    Revocation,
+    TokenKeyring,
+    TokenRequest,
+    VerifyKey,
+    audience_allows,
+    evaluate_grant,
+    fmt_time,
+    mint_token,
+)
+
+from . import _audit as audit
+from ._errors import DuplicateHandle, InvalidDuration, UnknownAccount, UnknownGenerator, UnknownGrant
+from ._home import check_handle
+from ._models import Account, Cameo, Follow, Generator, GrantRow, Meta, RegistryKey, RevocationRow, TokenUse
+
+DEFAULT_TOKEN_TTL = timedelta(minutes=5)
+TOKEN_REQUEST_WINDOW = timedelta(minutes=5)
+
+
+def parse_duration(text: str, *, max_days: int = 3650) -> timedelta:
+    """``90s``, ``15m``, ``12h``, ``7d``, ``2w``: positive and at most ``max_days``."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d{1,7})\s*([smhdw])\s*", text or "")
+    if not m:
+        raise InvalidDuration(f"invalid duration {text[:20]!r}: use a number and a unit, e.g. 90s, 15m, 12h, 7d, 2w")
+    n, unit = int(m.group(1)), m.group(2)
+    d = timedelta(**{"s": {"seconds": n}, "m": {"minutes": n}, "h": {"hours": n}, "d": {"days": n},
+                     "w": {"weeks": n}}[unit])
+    if d <= timedelta(0) or d > timedelta(days=max_days):
+        raise InvalidDuration(f"duration {text!r} is out of range (1 second to {max_days} days)")
+    return d
+
+
+# -- registry setup ---------------------------------------------------------------------------------
+def initialise(session: Session, *, token_key: VerifyKey, now: datetime) -> str:
+    """Record the registry's id and token key; register the demonstration generator. Idempotent."""
+    audit.init_audit(session)
+    meta = session.get(Meta, "registry_id")
+    if meta is None:
+        meta = Meta(key="registry_id", value=f"cameo-registry-{uuid.uuid4().hex[:12]}")
+        session.add(meta)
+        audit.append(session, "registry:init", now=now, detail={"registry_id": meta.value})
+    if session.get(RegistryKey, token_key.key_id) is None:
+        session.add(RegistryKey(kid=token_key.key_id, purpose="token", public_key=token_key.raw, status="active",
+                                created_at=fmt_time(now)))
+        audit.append(session, "registry:key:add", now=now, detail={"kid": token_key.key_id, "purpose": "token"})
+    if session.get(Generator, "studio-v1") is None:
+        register_generator(session, "studio-v1", adapter="demo", config={}, public_key=None, now=now)
+    session.flush()
+    return meta.value
+
+
+def registry_id(session: Session) -> str:
+    meta = session.get(Meta, "registry_id")
+    return meta.value if meta else "cameo-registry"
+
+
+def token_keyring(session: Session, active: Any) -> TokenKeyring:
+    """The keyring: the local active signing key plus every token key on file (retired ones verify)."""
+    rows = session.execute(select(RegistryKey.public_key).where(RegistryKey.purpose == "token")).scalars()
+    return TokenKeyring(active, [VerifyKey(r) for r in rows])
+
+
+# -- accounts -----------------------------------------------------------------------------------------
+def get_account(session: Session, handle: str) -> Account:
+    check_handle(handle)
+    acc = session.execute(select(Account).where(Account.handle == handle)).scalar_one_or_none()
+    if acc is None:
+        raise UnknownAccount(f"no account named {handle!r}")
+    return acc
+
+
+def account_key(acc: Account) -> VerifyKey:
+    return VerifyKey(acc.public_key)
+
+
+def create_account(session: Session, handle: str, public_key: VerifyKey, *, now: datetime) -> Account:
+    check_handle(handle)
+    if session.execute(select(Account.id).where(Account.handle == handle)).first() is not None:
+        raise DuplicateHandle(f"the handle {handle!r} is taken")
+    acc = Account(id=f"acc_{uuid.uuid4().hex}", handle=handle, key_id=public_key.key_id, public_key=public_key.raw,
+                  created_at=fmt_time(now))
+    session.add(acc)
+    session.flush()
+    audit.append(session, "account:create", now=now, actor=acc.id, subject=acc.id,
+                 detail={"key_id": public_key.key_id})
+    return acc
+
+
+def follow(session: Session, follower: str, followee: str, *, now: datetime) -> None:
+    a, b = get_account(session, follower), get_account(session, followee)
+    if session.get(Follow, (a.id, b.id)) is None:
+        session.add(Follow(follower_id=a.id, followee_id=b.id, created_at=fmt_time(now)))
+        audit.append(session, "account:follow", now=now, actor=a.id, subject=b.id, detail={"followee": b.id})
+
+
+def is_mutual(session: Session, a_id: str, b_id: str) -> bool:
+    return session.get(Follow, (a_id, b_id)) is not None and session.get(Follow, (b_id, a_id)) is not None
+
+
+# -- generators ---------------------------------------------------------------------------------------
+def register_generator(session: Session, gen_id: str, *, adapter: str, config: dict[str, Any],
+                       public_key: bytes | None, now: datetime) -> Generator:
+    from consent import GENERATOR_RE
+
+    from ._errors import BadInput
+
+    if not GENERATOR_RE.fullmatch(gen_id):
+        raise BadInput(f"invalid generator id {gen_id[:64]!r}: lower-case letters, digits, '.', '_' and '-'")
+    if session.get(Generator, gen_id) is not None:
+        raise BadInput(f"generator {gen_id!r} is already registered")
+    g = Generator(id=gen_id, adapter=adapter, config=json.dumps(config, sort_keys=True), public_key=public_key,
+                  created_at=fmt_time(now))
+    session.add(g)
+    audit.append(session, "registry:generator:add", now=now, detail={"generator": gen_id, "adapter": adapter})
+    return g
+
+
+def get_generator(session: Session, gen_id: str) -> Generator:
+    g = session.get(Generator, gen_id)
+    if g is None:
+        raise UnknownGenerator(f"no generator registered as {gen_id[:64]!r}")
+    return g
+
+
+# -- consent ------------------------------------------------------------------------------------------
+def live_consent(session: Session, owner: Account) -> tuple[Cameo | None, ConsentRecord | None]:
+    cameo = session.execute(select(Cameo).where(Cameo.account_id == owner.id)).scalar_one_or_none()
+    if cameo is None:
+        return None, None
+    return cameo, ConsentRecord.from_bytes(cameo.consent_envelope, account_key(owner))
+
+
+def submit_grant(session: Session, data: bytes, *, now: datetime) -> Grant:
+    """Verify an owner-signed grant against the owner's key on file and store it."""
+    owner = get_account(session, Grant.peek_signer(data))
+    grant = Grant.from_bytes(data, account_key(owner))
+    grantee = get_account(session, grant.grantee)
+    from consent import KeyMismatch
+
+    if grant.owner_key != owner.key_id:
+        raise KeyMismatch("the grant names an owner key other than the one on file")
+    if grant.grantee_key != grantee.key_id:
+        raise KeyMismatch("the grant names a grantee key other than the one on file")
+    for g in grant.generators:
+        get_generator(session, g)
+    if grant.not_after <= now:
+        raise InvalidDuration("the grant would already have expired")
+    if session.get(GrantRow, grant.id) is not None:
+        raise DuplicateHandle("a grant with this id exists")
+    cameo, consent = live_consent(session, owner)
+    if consent is not None:
+        aud = audience_allows(consent.audience, owner=owner.handle, grantee=grantee.handle,
+                              mutual=is_mutual(session, owner.id, grantee.id), explicit_grant=True)
+        if isinstance(aud, Denied):
+            from ._errors import Denied as DeniedError
+
+            raise DeniedError(aud.reasons)
+    session.add(GrantRow(id=grant.id, owner_id=owner.id, grantee_id=grantee.id, envelope=data, digest=grant.digest,
+                         generators=json.dumps(list(grant.generators)), not_after=fmt_time(grant.not_after),
+                         max_uses=grant.max_uses, uses=0, revoked_at=None, created_at=fmt_time(now)))
+    audit.append(session, "consent:grant:create", now=now, actor=owner.id, subject=owner.id,
+                 detail={"grant": grant.id, "digest": grant.digest, "grantee": grantee.id,
+                         "generators": list(grant.generators), "max_uses": grant.max_uses,
+                         "not_after": fmt_time(grant.not_after)})
+    session.flush()
+    return grant
+
+
+def submit_revocation(session: Session, data: bytes, *, now: datetime) -> dict[str, Any]:
+    """Verify an owner-signed revocation and apply it: one grant, or all consent (withdrawal)."""
+    owner = get_account(session, Revocation.peek_signer(data))
+    rev = Revocation.from_bytes(data, account_key(owner))
+    stamp = fmt_time(now)
+    if rev.scope == "grant":
+        row = session.get(GrantRow, rev.target)
+        if row is None or row.owner_id != owner.id:
+            raise UnknownGrant(f"{owner.handle} has no grant {rev.target[:64]!r}")
+        revoked = [row.id] if row.revoked_at is None else []
+        session.execute(update(GrantRow).where(GrantRow.id == row.id, GrantRow.revoked_at.is_(None))
+                        .values(revoked_at=stamp))
+        event = "consent:grant:revoke"
+    else:
+        revoked = list(session.execute(select(GrantRow.id).where(GrantRow.owner_id == owner.id,
+                                                                 GrantRow.revoked_at.is_(None))).scalars())
+        session.execute(update(GrantRow).where(GrantRow.owner_id == owner.id, GrantRow.revoked_at.is_(None))
+                        .values(revoked_at=stamp))
+        session.execute(update(Cameo).where(Cameo.account_id == owner.id).values(status="withdrawn"))
+        event = "consent:withdraw"
+    session.add(RevocationRow(id=rev.id, owner_id=owner.id, scope=rev.scope, target=rev.target, envelope=data,
+                              created_at=stamp))
+    audit.append(session, event, now=now, actor=owner.id, subject=owner.id,
+                 detail={"revocation": rev.id, "digest": rev.digest, "scope": rev.scope, "revoked": revoked})
+    session.flush()
+    return {"revocation_id": rev.id, "scope": rev.scope, "revoked_grants": revoked}
+
+
+def grants_of(session: Session, owner: Account) -> list[dict[str, Any]]:
+    rows = session.execute(select(GrantRow, Account.handle).join(Account, Account.id == GrantRow.grantee_id)
+                           .where(GrantRow.owner_id == owner.id).order_by(GrantRow.created_at)).all()
+    return [{"id": g.id, "grantee": h, "generators": json.loads(g.generators), "not_after": g.not_after,
+             "uses": g.uses, "max_uses": g.max_uses, "revoked_at": g.revoked_at} for g, h in rows]
+
+
+# -- tokens -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Minted:
+    token: str = ""
+    claims: PermissionToken | None = None
+    denied: Denied | None = None
+
+
+def _grant_state(session: Session, row: GrantRow, owner: Account, grantee: Account, cameo: Cameo | None) -> GrantState:
+    return GrantState(revoked=row.revoked_at is not None, uses=row.uses,
+                      consent_withdrawn=cameo is not None and cameo.status != "active",
+                      mutual=is_mutual(session, owner.id, grantee.id))
+
+
+def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: datetime,
+         ttl: timedelta = DEFAULT_TOKEN_TTL) -> Minted:
+    """Mint a permission token for a grantee's signed token request, against a grant that verifies now.
+
+    Raises on malformed input and unknown handles; returns a denial (already audited) otherwise.
+    """
+    # 1. the grantee proves possession of the key on file by signing the request
+    grantee = get_account(session, TokenRequest.peek_signer(request_data))
+    req = TokenRequest.from_bytes(request_data, account_key(grantee))
+    owner = get_account(session, req.owner)
+    get_generator(session, req.generator)
+    reasons: list[Reason] = []
+    if req.grantee_key != grantee.key_id:
+        reasons.append(Reason("request.key", "the token request names a key other than the grantee's on file"))
+    # 2. the request is fresh (bounded replay window)
+    if abs(now - req.created) > TOKEN_REQUEST_WINDOW:
+        reasons.append(Reason("request.stale", "the token request is not fresh (older than 5 minutes or from the future)"))
+    # 3. find the grant: the one named, or the newest live grant owner -> grantee for this generator
+    q = select(GrantRow).where(GrantRow.owner_id == owner.id, GrantRow.grantee_id == grantee.id)
+    if req.grant_id:
+        q = q.where(GrantRow.id == req.grant_id)
+    rows = list(session.execute(q.order_by(GrantRow.created_at.desc())).scalars())
+    cameo, consent = live_consent(session, owner)
+    chosen: tuple[GrantRow, Grant] | None = None
+    best: Denied | None = None
+    for row in rows:
+        # 4. the grant verifies *now* under the owner's key on file
+        grant = Grant.from_bytes(row.envelope, account_key(owner))
+        decision = evaluate_grant(grant, _grant_state(session, row, owner, grantee, cameo), consent=consent,
+                                  grantee=grantee.handle, generator=req.generator, purpose=req.purpose,
+                                  modalities=grant.modalities, now=now)
+        if isinstance(decision, Allowed):
+            chosen = (row, grant)
+            break
+        best = best or decision
+    if chosen is None:
+        reasons.extend(best.reasons if best else [Reason("grant.none", f"{owner.handle} has granted {grantee.handle} nothing")])
+    detail: dict[str, Any] = {"request": req.id, "generator": req.generator, "request_digest": req.request_digest,
+                              "grantee": grantee.id}
+    if reasons:
+        detail["reasons"] = [r.as_dict() for r in reasons]
+        audit.append(session, "token:mint:denied", now=now, actor=grantee.id, subject=owner.id, detail=detail)
+        return Minted(denied=Denied(tuple(reasons)))
+    assert chosen is not None
+    row, grant = chosen
+    token, claims = mint_token(keyring, issuer=registry_id(session), jti=f"tok_{uuid.uuid4().hex}",
+                               owner=owner.handle, audience=req.generator, grant_id=grant.id, grantee=grantee.handle,
+                               request_digest=req.request_digest, purpose=req.purpose, modalities=grant.modalities,
+                               now=now, ttl=ttl)
+    detail.update({"token": claims.jti, "grant": grant.id, "expires": fmt_time(claims.expires)})
+    audit.append(session, "token:mint", now=now, actor=grantee.id, subject=owner.id, detail=detail)
+    return Minted(token=token, claims=claims)
+
+
+def token_used(session: Session, jti: str) -> bool:
+    return session.get(TokenUse, jti) is not None

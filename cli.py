@@ -1,0 +1,289 @@
+"""cameo command line: parse, call one library function, print, map errors to exit codes.
+
+Exit codes (a contract for scripts): 0 ok, 2 bad input or usage, 3 denied (any verification or
+permission failure), 4 not found, 1 anything else. ``--json`` prints exactly one JSON object.
+No SQL and no crypto here; local variables never appear in tracebacks.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+app = typer.Typer(help="cameo: consent-gated likeness registry.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False, add_completion=False)
+account_app = typer.Typer(help="Accounts and their keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+generator_app = typer.Typer(help="Registered generators (token audiences).", no_args_is_help=True)
+provenance_app = typer.Typer(help="Provenance of generated media.", no_args_is_help=True)
+retention_app = typer.Typer(help="Retention of biometric templates.", no_args_is_help=True)
+app.add_typer(account_app, name="account")
+app.add_typer(audit_app, name="audit")
+app.add_typer(generator_app, name="generator")
+app.add_typer(provenance_app, name="provenance")
+app.add_typer(retention_app, name="retention")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database URL (default: CAMEO_DATABASE_URL or SQLite in CAMEO_HOME).")]
+HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="Registry home (default: CAMEO_HOME or ~/.cameo).")]
+
+
+class _State:
+    home: Optional[Path] = None
+    db: Optional[str] = None
+
+
+STATE = _State()
+
+
+@app.callback()
+def _main(home: HomeOpt = None, db: DbOpt = None) -> None:
+    STATE.home, STATE.db = home, db
+
+
+def _home() -> Any:
+    from cameo._home import Home
+
+    return Home.resolve(STATE.home, STATE.db)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _passphrase(handle: str, *, confirm: bool = False) -> str:
+    env = os.environ.get("CAMEO_PASSPHRASE")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        _fail(2, f"no passphrase for {handle}: set CAMEO_PASSPHRASE or run in a terminal", False)
+    return getpass.getpass(f"passphrase for {handle}: ") if not confirm else _confirm_pass(handle)
+
+
+def _confirm_pass(handle: str) -> str:
+    a = getpass.getpass(f"new passphrase for {handle}: ")
+    if a != getpass.getpass("again: "):
+        _fail(2, "the passphrases differ", False)
+    return a
+
+
+def _fail(code: int, message: str, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    if as_json:
+        print(json.dumps({"ok": False, "error": message, "exit_code": code, **(extra or {})}))
+    else:
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+        for r in (extra or {}).get("reasons", []):
+            typer.secho(f"  - {r['code']}: {r['message']}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(fn: Callable[[], Any], as_json: bool, show: Callable[[Any], None] | None = None) -> Any:
+    """Call one library function; print its result; map typed errors to exit codes."""
+    from cameo._errors import CameoError
+    from conditioning._errors import ConditioningError
+    from consent import ConsentError
+
+    try:
+        result = fn()
+    except (CameoError, ConsentError, ConditioningError) as e:
+        extra = {"error_type": type(e).__name__}
+        if getattr(e, "reasons", None):
+            extra["reasons"] = [r.as_dict() for r in e.reasons]
+        _fail(getattr(e, "exit_code", 1), str(e), as_json, extra)
+    except KeyboardInterrupt:
+        _fail(1, "interrupted", as_json)
+    except OSError as e:
+        _fail(1, f"{e.strerror or type(e).__name__}", as_json)
+    except Exception as e:  # noqa: BLE001 - last resort: one line, no locals; CAMEO_DEBUG=1 re-raises
+        if os.environ.get("CAMEO_DEBUG"):
+            raise
+        _fail(1, f"internal error ({type(e).__name__}); run with CAMEO_DEBUG=1 for a traceback", as_json)
+    if as_json:
+        print(json.dumps(result, default=str))
+    elif show is not None:
+        show(result)
+    return result
+
+
+def _echo(text: str) -> Callable[[Any], None]:
+    return lambda r: typer.echo(text.format(**r) if isinstance(r, dict) else text)
+
+
+def _csv(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    items = tuple(x.strip() for x in value.split(",") if x.strip())
+    bad = [x for x in items if x not in allowed]
+    if not items or bad or len(set(items)) != len(items):
+        raise typer.BadParameter(f"{what} must be a comma-separated list of {', '.join(allowed)}")
+    return items
+
+
+# -- registry ------------------------------------------------------------------------------------------
+@app.command()
+def init(as_json: JsonOpt = False) -> None:
+    """Create the registry: SQLite database (or --db), vault key, token key, provenance certificates."""
+    from cameo._app import init as do
+
+    _run(lambda: do(_home(), now=_now()), as_json,
+         lambda r: typer.echo(f"registry {r['registry_id']} ready at {r['home']} ({r['database']})"))
+
+
+@account_app.command("create")
+def account_create(handle: str, as_json: JsonOpt = False) -> None:
+    """Create an account with a new Ed25519 key in the passphrase-protected keystore."""
+    from cameo._app import account_create as do
+
+    pw = _passphrase(handle, confirm=True)
+    _run(lambda: do(_home(), handle, pw, now=_now()), as_json, _echo("account {handle} created (key {key_id})"))
+
+
+@app.command()
+def follow(follower: str, followee: str, as_json: JsonOpt = False) -> None:
+    """FOLLOWER follows FOLLOWEE (two follows make mutuals, for the 'mutuals' audience)."""
+    from cameo._app import follow as do
+
+    _run(lambda: do(_home(), follower, followee, now=_now()), as_json, _echo("{follower} follows {followee}"))
+
+
+@app.command()
+def grant(
+    owner: Annotated[str, typer.Argument(help="The cameo owner granting use of their likeness.")],
+    to: Annotated[str, typer.Option("--to", help="Grantee handle.")],
+    generator: Annotated[list[str], typer.Option("--generator", help="Generator id (repeatable or comma-separated).")],
+    modality: Annotated[str, typer.Option("--modality", help="face, voice or face,voice.")] = "face,voice",
+    purpose: Annotated[str, typer.Option("--purpose", help="generate, remix or generate,remix.")] = "generate",
+    uses: Annotated[int, typer.Option("--uses", help="Maximum number of uses.")] = 1,
+    expires: Annotated[str, typer.Option("--expires", help="Lifetime: 90s, 15m, 12h, 7d, 2w.")] = "7d",
+    as_json: JsonOpt = False,
+) -> None:
+    """OWNER signs a grant letting --to use their likeness with the given generators."""
+    from cameo._app import grant as do
+    from consent import MODALITIES, PURPOSES
+
+    mods = _csv(modality, MODALITIES, "--modality")
+    purps = _csv(purpose, PURPOSES, "--purpose")
+    gens = tuple(g.strip() for x in generator for g in x.split(",") if g.strip())
+    pw = _passphrase(owner)
+    _run(lambda: do(_home(), owner, to, passphrase=pw, modalities=mods, purposes=purps, generators=gens, uses=uses,
+                    expires=expires, now=_now()), as_json,
+         _echo("grant {grant_id}: {owner} -> {grantee}, {max_uses} use(s) until {not_after}"))
+
+
+@app.command()
+def grants(owner: str, as_json: JsonOpt = False) -> None:
+    """List OWNER's grants and their state."""
+    from cameo._app import grants as do
+
+    def show(r: dict[str, Any]) -> None:
+        for g in r["grants"]:
+            state = f"revoked {g['revoked_at']}" if g["revoked_at"] else f"{g['uses']}/{g['max_uses']} used"
+            typer.echo(f"{g['id']}  -> {g['grantee']}  {','.join(g['generators'])}  until {g['not_after']}  {state}")
+
+    _run(lambda: do(_home(), owner), as_json, show)
+
+
+@app.command()
+def revoke(
+    owner: str,
+    grant_id: Annotated[Optional[str], typer.Option("--grant", help="The grant to revoke.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Withdraw consent entirely: every grant, the cameo.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """OWNER signs a revocation of one grant, or withdraws consent entirely (--all)."""
+    from cameo._app import revoke as do
+
+    pw = _passphrase(owner)
+    _run(lambda: do(_home(), owner, passphrase=pw, grant_id=grant_id, everything=everything, now=_now()), as_json,
+         lambda r: typer.echo(f"revoked ({r['scope']}): {', '.join(r['revoked_grants']) or 'nothing live'}"))
+
+
+def _request(path: Path) -> Any:
+    from cameo._request import GenerationRequest
+
+    return GenerationRequest.load(path)
+
+
+@app.command()
+def token(
+    owner: Annotated[str, typer.Argument(help="Whose likeness (the cameo owner).")],
+    as_: Annotated[str, typer.Option("--as", help="The grantee asking; signs the token request with their key.")],
+    generator: Annotated[str, typer.Option("--generator", help="The generator the token is for (its audience).")],
+    request: Annotated[Path, typer.Option("--request", help="Request JSON: prompt, params, references.")],
+    purpose: Annotated[str, typer.Option("--purpose", help="generate or remix.")] = "generate",
+    grant_id: Annotated[Optional[str], typer.Option("--grant", help="Use this grant (default: newest live one).")] = None,
+    ttl: Annotated[Optional[str], typer.Option("--ttl", help="Token lifetime (default 5m, at most 1d).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mint a short-lived, single-use permission token bound to one generator and one request."""
+    from cameo._app import token as do
+
+    pw = _passphrase(as_)
+    _run(lambda: do(_home(), owner, as_, passphrase=pw, generator=generator, request=_request(request),
+                    purpose=purpose, grant_id=grant_id, ttl=ttl, now=_now()), as_json,
+         lambda r: typer.echo(r["token"]))
+
+
+@app.command()
+def check(
+    token_: Annotated[list[str], typer.Option("--token", help="Permission token (repeatable).")],
+    generator: Annotated[str, typer.Option("--generator", help="The generator asking.")],
+    request: Annotated[Path, typer.Option("--request", help="The request the token must be bound to.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Dry-run the gate: would these tokens release conditioning now? Consumes nothing; audited."""
+    from conditioning._app import check as do
+
+    def call() -> dict[str, Any]:
+        return do(_home(), list(token_), generator=generator, request=_request(request), now=_now())
+
+    r = _run(call, as_json, lambda r: typer.echo("allowed" if r["allowed"] else "denied"))
+    if not r["allowed"]:
+        if not as_json:
+            for x in r["reasons"]:
+                typer.secho(f"  - {x['code']}: {x['message']}", err=True)
+        raise typer.Exit(3)
+
+
+@app.command()
+def usage(handle: str, as_json: JsonOpt = False) -> None:
+    """Every use of HANDLE's likeness: tokens minted, checks, releases, denials included."""
+    from cameo._app import usage as do
+
+    def show(r: dict[str, Any]) -> None:
+        for e in r["entries"]:
+            d = e["detail"]
+            why = "; ".join(x["code"] for x in d.get("reasons", []))
+            typer.echo(f"{e['seq']:>6} {e['ts']}  {e['event']:<28} {d.get('token_id') or d.get('token') or d.get('grant') or ''} {why}")
+        typer.echo(f"{r['count']} entries, {r['denied']} denied")
+
+    _run(lambda: do(_home(), handle), as_json, show)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOpt = False) -> None:
+    """Recompute the hash chain; exit 0 if intact, else 3 naming the first bad entry."""
+    from cameo._app import audit_verify as do
+
+    r = _run(lambda: do(_home()), as_json and False)
+    if as_json:
+        print(json.dumps(r.as_dict()))
+    elif r.ok:
+        typer.echo(f"audit log intact: {r.entries} entries")
+    else:
+        typer.secho(f"audit log BROKEN at entry {r.first_bad}: {r.problem}", err=True, fg=typer.colors.RED)
+    if not r.ok:
+        raise typer.Exit(3)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""The gate: the one door through which a generator gets a person's likeness.
+
+For every token of a call, in order (each step exists for the reason given):
+
+  1. parse        - a bounded PASETO v4.public string with a key-id footer; anything else is noise.
+  2. signature    - signed by a registry token key on file (kid is a hint); forged tokens stop here.
+  3. type         - the implicit assertion is the permission-token type tag: no other signed
+                    object (a grant, a receipt) can pose as a token.
+  4. audience     - the token names this generator, and the generator is registered: a token for
+                    one model cannot drive another.
+  5. validity     - not-before / expiry at ``now`` (read once per decision) within a bounded skew.
+  6. request      - the digest recomputed from the actual prompt, parameters and media bytes equals
+                    the one the token binds: no swapping the prompt or references after minting.
+  7. grant live   - the grant exists, is not revoked, has not expired, has uses left, and names this
+                    grantee. Read from the database inside the decision's transaction: no cache,
+                    so a revocation committed before the decision starts always wins.
+  8. consent live - the owner's consent is not withdrawn or expired.
+  9. single use   - the token id was never consumed.
+ 10. consume      - (release only) the use is consumed atomically: a conditional UPDATE of the
+                    grant's counter and an INSERT of the token id that fails on reuse; a concurrent
+                    revocation or a race for the last use makes this fail, and the call is denied.
+ 11. release      - (release only) restrictions attached; templates decrypted; tensors handed over.
+
+All tokens pass or nothing is released. Denials carry every reason and are written to the audit log
+in the same transaction, which is committed before the caller sees the answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cameo._audit import append as audit_append
+from cameo._db import transaction
+from cameo._errors import Reason
+from cameo._models import Account, Cameo, Generator, GrantRow, Template, TokenUse
+from cameo._request import GenerationRequest
+from cameo._vault import Vault
+from consent import DEFAULT_SKEW, ConsentError, PermissionToken, TokenKeyring, fmt_time, parse_token
+
+from ._errors import GateDenied
+
+MAX_CAMEOS_PER_CALL = 2
+
+_owner = Account.__table__.alias("owner")
+_grantee = Account.__table__.alias("grantee")
+def _live_query():  # type: ignore[no-untyped-def]
+    from sqlalchemy import bindparam
+
+    return (
+        select(GrantRow.id, GrantRow.revoked_at, GrantRow.not_after, GrantRow.uses, GrantRow.max_uses,
+               GrantRow.owner_id, _owner.c.handle.label("owner_handle"), _grantee.c.handle.label("grantee_handle"),
+               Cameo.id.label("cameo_id"), Cameo.status, Cameo.expires_at, Cameo.consent_id, Cameo.consent_digest,
+               Cameo.restrictions, Cameo.wrapped_dek, TokenUse.jti.label("used"), Generator.id.label("generator"))
+        .select_from(GrantRow)
+        .join(_owner, _owner.c.id == GrantRow.owner_id)
+        .join(_grantee, _grantee.c.id == GrantRow.grantee_id)
+        .outerjoin(Cameo, Cameo.account_id == GrantRow.owner_id)
+        .outerjoin(TokenUse, TokenUse.jti == bindparam("jti"))
+        .outerjoin(Generator, Generator.id == bindparam("gen"))
+        .where(GrantRow.id == bindparam("gid"))
+    )
+
+
+_LIVE = _live_query()
+
+
+@dataclass(frozen=True)
+class TokenVerdict:
+    """The outcome for one token: its claims when they could be read, and every failing reason."""
+
+    index: int
+    token: PermissionToken | None
+    reasons: tuple[Reason, ...]
+    live: Any = field(default=None, repr=False)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.reasons
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index, "allowed": self.allowed,
+                             "reasons": [r.as_dict() for r in self.reasons]}
+        if self.token is not None:
+            d.update(token_id=self.token.jti, grant_id=self.token.grant_id, cameo=self.token.owner,
+                     grantee=self.token.grantee, expires=fmt_time(self.token.expires))
+        return d
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Allowed only when every token is allowed (and there is at least one)."""
+
+    verdicts: tuple[TokenVerdict, ...]
+    extra: tuple[Reason, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return bool(self.verdicts) and all(v.allowed for v in self.verdicts) and not self.extra
+
+    @property
+    def reasons(self) -> tuple[Reason, ...]:
+        return self.extra + tuple(r for v in self.verdicts for r in v.reasons)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"allowed": self.allowed, "tokens": [v.as_dict() for v in self.verdicts],
+                "reasons": [r.as_dict() for r in self.reasons]}
+
+
+class Gate:
+    """Verifies tokens against the live registry. ``check`` inspects; ``release`` enforces."""
+
+    def __init__(self, engine: Engine, keyring: TokenKeyring, vault: Vault | None = None, *,
+                 skew: timedelta = DEFAULT_SKEW, max_cameos: int = MAX_CAMEOS_PER_CALL,
+                 screener: Callable[..., Sequence[Reason]] | None = None) -> None:
+        self._engine = engine
+        self._keyring = keyring
+        self._vault = vault
+        self._skew = skew
+        self._max_cameos = max_cameos
+        self._screener = screener
+        self._upsert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)
+
+    def __repr__(self) -> str:
+        return f"Gate({self._engine.dialect.name}, max_cameos={self._max_cameos})"
+
+    # -- steps 1-9 ------------------------------------------------------------------------------
+    def _verify(self, session: Session, index: int, token: str, *, generator_id: str, request: GenerationRequest,
+                now: datetime) -> TokenVerdict:
+        try:
+            tok = parse_token(token, self._keyring)  # steps 1-3
+        except ConsentError as e:
+            code = {"SignatureInvalid": "token.signature", "WrongDocumentType": "token.type"}.get(
+                type(e).__name__, "token.malformed")
+            return TokenVerdict(index, None, (Reason(code, str(e)),))
+        decision = tok.check(audience=generator_id, request_digest=request.digest, now=now, skew=self._skew)
+        reasons = list(getattr(decision, "reasons", ()))  # steps 4-6
+        live = session.execute(_LIVE, {"jti": tok.jti, "gen": generator_id, "gid": tok.grant_id}).first()
+        if live is None:
+            reasons.append(Reason("grant.unknown", "the token's grant is not in this registry"))
+            return TokenVerdict(index, tok, tuple(reasons))
+        stamp = fmt_time(now)
+        if live.generator is None:  # step 4, second half
+            reasons.append(Reason("generator.unknown", f"generator {generator_id!r} is not registered"))
+        # step 7
+        if live.revoked_at is not None:
+            reasons.append(Reason("grant.revoked", "the grant was revoked by its owner"))
+        if live.not_after <= stamp:
+            reasons.append(Reason("grant.expired", "the grant has expired"))
+        if live.uses >= live.max_uses:
+            reasons.append(Reason("grant.exhausted", "the grant has no uses left"))
+        if live.grantee_handle != tok.grantee or live.owner_handle != tok.owner:
+            reasons.append(Reason("grant.mismatch", "the token does not match its grant's owner and grantee"))
+        # step 8
+        if live.status is not None and live.status != "active":
+            reasons.append(Reason("consent.withdrawn", "the owner withdrew consent"))
+        if live.expires_at is not None and live.expires_at <= stamp:
+            reasons.append(Reason("consent.expired", "the owner's consent record has expired"))
+        # step 9
+        if live.used is not None:
+            reasons.append(Reason("token.used", "the token was already used"))
+        return TokenVerdict(index, tok, tuple(reasons), live)
+
+    def _audit(self, session: Session, event: str, decision: GateDecision, *, generator_id: str,
+               request: GenerationRequest, now: datetime, extra: dict[str, Any] | None = None) -> None:
+        for v in decision.verdicts:
+            detail: dict[str, Any] = {"generator": generator_id, "request_digest": request.digest, **(extra or {})}
+            detail.update({k: x for k, x in v.as_dict().items() if k not in ("index", "allowed")})
+            if not v.reasons and decision.reasons:
+                detail["reasons"] = [r.as_dict() for r in decision.reasons]
+            owner = v.live.owner_id if v.live is not None else None
+            audit_append(session, event + (":allowed" if decision.allowed else ":denied"), now=now,
+                         subject=owner, detail=detail)
+        if not decision.verdicts:
+            audit_append(session, event + ":denied", now=now,
+                         detail={"generator": generator_id, "reasons": [r.as_dict() for r in decision.reasons]})
+
+    def _decide(self, session: Session, tokens: Sequence[str], *, generator_id: str, request: GenerationRequest,
+                now: datetime) -> GateDecision:
+        extra: list[Reason] = []
+        if not tokens:
+            extra.append(Reason("token.none", "no permission token was presented"))
+        if len(tokens) > self._max_cameos:
+            extra.append(Reason("call.too_many", f"at most {self._max_cameos} cameos per call"))
+        verdicts = [self._verify(session, i, t, generator_id=generator_id, request=request, now=now)
+                    for i, t in enumerate(tokens[: self._max_cameos + 4])]
+        owners = [v.token.owner for v in verdicts if v.token is not None]
+        if len(set(owners)) != len(owners):
+            extra.append(Reason("call.duplicate", "two tokens for the same cameo in one call"))
+        return GateDecision(tuple(verdicts), tuple(extra))
+
+    # -- tier 1: inspect ---------------------------------------------------------------------------
+    def check(self, tokens: str | Sequence[str], *, generator_id: str, request: GenerationRequest,
+              now: datetime) -> GateDecision:
+        """Dry run of steps 1-9: consumes nothing; the decision is audited (``gate:check:*``)."""
+        toks = [tokens] if isinstance(tokens, str) else list(tokens)
+        with transaction(self._engine) as session:
+            decision = self._decide(session, toks, generator_id=generator_id, request=request, now=now)
+            self._audit(session, "gate:check", decision, generator_id=generator_id, request=request, now=now)
+        return decision
+
+    # -- tier 2: enforce ---------------------------------------------------------------------------
+    def _consume(self, session: Session, v: TokenVerdict, *, generator_id: str, now: datetime) -> Reason | None:
+        assert v.token is not None
+        stamp = fmt_time(now)
+        res = session.execute(
+            update(GrantRow)
+            .where(GrantRow.id == v.token.grant_id, GrantRow.revoked_at.is_(None), GrantRow.uses < GrantRow.max_uses,
+                   GrantRow.not_after > stamp)
+            .values(uses=GrantRow.uses + 1))
+        if res.rowcount != 1:
+            return Reason("grant.race", "the grant was revoked or used up while this call was being decided")
+        ins = session.execute(self._upsert(TokenUse).values(jti=v.token.jti, grant_id=v.token.grant_id,
+                                                            generator=generator_id, used_at=stamp)
+                              .on_conflict_do_nothing(index_elements=["jti"]))
+        if ins.rowcount != 1:
+            return Reason("token.used", "the token was already used")
+        session.execute(update(Cameo).where(Cameo.account_id == v.live.owner_id).values(last_used_at=stamp))
+        return None
+
+    def decide_release(self, tokens: Sequence[str], *, generator_id: str, request: GenerationRequest, now: datetime,
+                       load_templates: bool = True) -> tuple[GateDecision, list[dict[str, Any]]]:
+        """Steps 1-11 in one transaction, committed before returning. Raises GateDenied on denial
+        (after the denial is durably audited). Returns the decision and the decrypted items."""
+        denied: GateDecision | None = None
+        items: list[dict[str, Any]] = []
+        with transaction(self._engine) as session:
+            decision = self._decide(session, list(tokens), generator_id=generator_id, request=request, now=now)
+            if decision.allowed and self._screener is not None:
+                allowed_owners = {v.token.owner for v in decision.verdicts if v.token is not None}
+                screen = tuple(self._screener(session, request=request, allowed=allowed_owners, now=now))
+                if screen:
+                    decision = GateDecision(decision.verdicts, decision.extra + screen)
+            if decision.allowed:
+                for v in decision.verdicts:
+                    r = self._consume(session, v, generator_id=generator_id, now=now)  # step 10
+                    if r is not None:
+                        decision = GateDecision(decision.verdicts, decision.extra + (r,))
+                        break
+            if not decision.allowed:
+                session.rollback()  # undo any partial consumption, then record the denial alone
+                session.begin()
+                self._audit(session, "gate:release", decision, generator_id=generator_id, request=request, now=now)
+                denied = decision
+            else:
+                if load_templates:
+                    items = [self._open(session, v) for v in decision.verdicts]  # step 11
+                self._audit(session, "gate:release", decision, generator_id=generator_id, request=request, now=now)
+        if denied is not None:
+            raise GateDenied(denied.reasons)
+        return decision, items
+
+    def _open(self, session: Session, v: TokenVerdict) -> dict[str, Any]:
+        import numpy as np
+
+        assert v.token is not None and v.live is not None
+        live = v.live
+        item: dict[str, Any] = {"cameo_id": live.cameo_id or v.token.owner, "face": None, "face_encoder": None,
+                                "voice": None, "voice_encoder": None,
+                                "restrictions": tuple(json.loads(live.restrictions)) if live.restrictions else (),
+                                "consent_id": live.consent_id or "", "consent_digest": live.consent_digest or "",
+                                "grant_id": v.token.grant_id, "token_id": v.token.jti, "owner": v.token.owner}
+        if live.cameo_id is None or self._vault is None:
+            return item
+        rows = session.execute(select(Template.modality, Template.encoder_id, Template.nonce, Template.ciphertext)
+                               .where(Template.cameo_id == live.cameo_id)).all()
+        key = self._vault.data_key(live.wrapped_dek, live.cameo_id)
+        for modality, encoder_id, nonce, ct in rows:
+            if modality not in v.token.modalities:
+                continue  # only what the grant covers is released
+            plain = self._vault.open(None, live.cameo_id, modality, encoder_id, nonce, ct, key=key)
+            item[modality] = np.frombuffer(plain, dtype="<f4").copy()
+            item[f"{modality}_encoder"] = encoder_id
+        return item
+
+    @contextlib.contextmanager
+    def release(self, request: GenerationRequest, tokens: Sequence[str], *, generator_id: str,
+                now: datetime) -> Iterator[Any]:
+        """Enforcing tier: yields a ConditioningBundle; raises GateDenied(reasons). Tensors are wiped on exit."""
+        from ._bundle import _issue_bundle
+
+        decision, items = self.decide_release(tokens, generator_id=generator_id, request=request, now=now)
+        bundle = _issue_bundle(generator_id=generator_id, request_digest=request.digest, items=items)
+        try:
+            with bundle:
+                yield bundle
+        finally:
+            for it in items:  # the decrypted arrays too
+                for m in ("face", "voice"):
+                    if it.get(m) is not None:
+                        it[m][...] = 0

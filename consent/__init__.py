@@ -1,0 +1,52 @@
+"""The law of cameo: keys, canonical signed documents, tokens, policy and audit hashing.
+
+Pure: no I/O, no clock, no database. Nothing here imports the other cameo packages.
+"""
+
+from ._audit import GENESIS, entry_hash
+from ._canonical import canonical_json, digest, pae, sha256_hex, strict_json_loads
+from ._documents import (
+    AUDIENCES,
+    GENERATOR_RE,
+    HANDLE_RE,
+    MODALITIES,
+    PURPOSES,
+    ConsentRecord,
+    Grant,
+    Revocation,
+    TemplateCommitment,
+    TokenRequest,
+    fmt_time,
+    new_id,
+    parse_time,
+)
+from ._envelope import Envelope, open_envelope, seal
+from ._errors import (
+    AudienceMismatch,
+    ConsentError,
+    KeyMismatch,
+    MalformedDocument,
+    RequestMismatch,
+    SignatureInvalid,
+    TokenExpired,
+    TokenInvalid,
+    TokenNotYetValid,
+    VerificationError,
+    WrongDocumentType,
+)
+from ._keys import SigningKey, VerifyKey, key_id
+from ._policy import GrantState, audience_allows, evaluate_grant
+from ._reason import Allowed, Decision, Denied, Reason
+from ._request import request_digest
+from ._token import DEFAULT_SKEW, TOKEN_TYPE, PermissionToken, TokenKeyring, mint_token, parse_token, verify_token
+
+__all__ = [
+    "AUDIENCES", "DEFAULT_SKEW", "GENERATOR_RE", "GENESIS", "HANDLE_RE", "MODALITIES", "PURPOSES", "TOKEN_TYPE",
+    "Allowed", "AudienceMismatch", "ConsentError", "ConsentRecord", "Decision", "Denied", "Envelope", "Grant",
+    "GrantState", "KeyMismatch", "MalformedDocument", "PermissionToken", "Reason", "RequestMismatch",
+    "Revocation", "SignatureInvalid", "SigningKey", "TemplateCommitment", "TokenExpired", "TokenInvalid",
+    "TokenKeyring", "TokenNotYetValid", "TokenRequest", "VerificationError", "VerifyKey", "WrongDocumentType",
+    "audience_allows", "canonical_json", "digest", "entry_hash", "evaluate_grant", "fmt_time", "key_id",
+    "mint_token", "new_id", "open_envelope", "pae", "parse_time", "parse_token", "request_digest", "seal",
+    "sha256_hex", "strict_json_loads", "verify_token",
+]

@@ -1,0 +1,206 @@
+"""Permission tokens: PASETO v4.public (Ed25519), registry-signed, short-lived, single-use.
+
+Why PASETO v4.public: one fixed algorithm per version (no ``alg`` header to confuse), a footer for
+the key id hint, and an *implicit assertion* that we set to the token's type tag, so a token only
+verifies as a cameo permission token. Claims::
+
+    iss  registry id            jti  unique token id        sub  owner handle (the cameo)
+    aud  generator id           gnt  grant id               gte  grantee handle
+    req  request digest         pur  purpose                mod  modalities
+    iat / nbf / exp  RFC 3339 UTC times
+
+Time is an argument: nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyseto
+from cryptography.hazmat.primitives import serialization
+
+from ._documents import DIGEST_RE, GENERATOR_RE, HANDLE_RE, MODALITIES, PURPOSES, fmt_time, parse_time
+from ._errors import (
+    AudienceMismatch,
+    MalformedDocument,
+    RequestMismatch,
+    SignatureInvalid,
+    TokenExpired,
+    TokenInvalid,
+    TokenNotYetValid,
+    VerificationError,
+    WrongDocumentType,
+)
+from ._keys import SigningKey, VerifyKey
+from ._reason import Allowed, Decision, Denied, Reason
+
+TOKEN_TYPE = b"application/vnd.cameo.permission-token.v1"
+DEFAULT_SKEW = timedelta(seconds=30)
+MAX_TOKEN_LEN = 4096
+_CLAIMS = {"iss", "jti", "sub", "aud", "gnt", "gte", "req", "pur", "mod", "iat", "nbf", "exp"}
+
+
+class TokenKeyring:
+    """Keys for tokens, typed by purpose: the active key signs; retired keys only verify."""
+
+    def __init__(self, active: SigningKey | None, retired: list[VerifyKey] | None = None) -> None:
+        self._active = active
+        self._verify: dict[str, VerifyKey] = {k.key_id: k for k in (retired or [])}
+        self._paseto: dict[str, Any] = {}
+        if active is not None:
+            self._verify[active.key_id] = active.public
+            self._signer = pyseto.Key.new(4, "public", active.to_pem(None))
+
+    @classmethod
+    def verify_only(cls, keys: list[VerifyKey]) -> TokenKeyring:
+        return cls(None, keys)
+
+    def verify_key(self, kid: str) -> Any:
+        k = self._paseto.get(kid)
+        if k is None:
+            vk = self._verify.get(kid)
+            if vk is None:
+                return None
+            pem = vk.crypto_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+            k = self._paseto[kid] = pyseto.Key.new(4, "public", pem)
+        return k
+
+    def sign(self, payload: bytes, footer: bytes) -> str:
+        if self._active is None:
+            raise TokenInvalid("this keyring has no active signing key")
+        return pyseto.encode(self._signer, payload, footer=footer, implicit_assertion=TOKEN_TYPE).decode()
+
+    @property
+    def active_kid(self) -> str:
+        if self._active is None:
+            raise TokenInvalid("this keyring has no active signing key")
+        return self._active.key_id
+
+    def __repr__(self) -> str:
+        return f"TokenKeyring(verify={sorted(self._verify)})"
+
+
+@dataclass(frozen=True)
+class PermissionToken:
+    jti: str
+    issuer: str
+    owner: str
+    audience: str
+    grant_id: str
+    grantee: str
+    request_digest: str
+    purpose: str
+    modalities: tuple[str, ...]
+    issued_at: datetime
+    not_before: datetime
+    expires: datetime
+    kid: str
+
+    def claims(self) -> dict[str, Any]:
+        return {"aud": self.audience, "exp": fmt_time(self.expires), "gnt": self.grant_id, "gte": self.grantee,
+                "iat": fmt_time(self.issued_at), "iss": self.issuer, "jti": self.jti, "mod": list(self.modalities),
+                "nbf": fmt_time(self.not_before), "pur": self.purpose, "req": self.request_digest, "sub": self.owner}
+
+    def check(self, *, audience: str, request_digest: str, now: datetime,
+              skew: timedelta = DEFAULT_SKEW) -> Decision:
+        """Steps after the signature: audience, validity window at ``now``, request binding.
+        Returns every reason that fails, not just the first."""
+        reasons = []
+        if audience != self.audience:
+            reasons.append(Reason("token.audience", "the token is for another generator"))
+        if now > self.expires + skew:
+            reasons.append(Reason("token.expired", "the token has expired"))
+        if now + skew < self.not_before:
+            reasons.append(Reason("token.not_yet_valid", "the token is not valid yet"))
+        if request_digest != self.request_digest:
+            reasons.append(Reason("token.request", "the token was issued for a different request"))
+        return Denied(tuple(reasons)) if reasons else Allowed()
+
+    def enforce(self, *, audience: str, request_digest: str, now: datetime,
+                skew: timedelta = DEFAULT_SKEW) -> None:
+        """Like :meth:`check` but raises the typed error of the first failure."""
+        d = self.check(audience=audience, request_digest=request_digest, now=now, skew=skew)
+        if isinstance(d, Denied):
+            code = d.reasons[0].code
+            cls: type[TokenInvalid] = {"token.audience": AudienceMismatch, "token.expired": TokenExpired,
+                                       "token.not_yet_valid": TokenNotYetValid,
+                                       "token.request": RequestMismatch}.get(code, TokenInvalid)
+            raise cls(d.reasons[0].message)
+
+
+def mint_token(keyring: TokenKeyring, *, issuer: str, jti: str, owner: str, audience: str, grant_id: str,
+               grantee: str, request_digest: str, purpose: str, modalities: tuple[str, ...], now: datetime,
+               ttl: timedelta) -> tuple[str, PermissionToken]:
+    if ttl <= timedelta(0) or ttl > timedelta(hours=24):
+        raise TokenInvalid("token lifetime must be between 1 second and 24 hours")
+    tok = PermissionToken(jti=jti, issuer=issuer, owner=owner, audience=audience, grant_id=grant_id,
+                          grantee=grantee, request_digest=request_digest, purpose=purpose, modalities=modalities,
+                          issued_at=now, not_before=now, expires=now + ttl, kid=keyring.active_kid)
+    payload = json.dumps(tok.claims(), sort_keys=True, separators=(",", ":")).encode()
+    footer = json.dumps({"kid": keyring.active_kid}, separators=(",", ":")).encode()
+    return keyring.sign(payload, footer), tok
+
+
+def parse_token(token: str, keyring: TokenKeyring) -> PermissionToken:
+    """Steps 1-3 of token verification: parse, signature under a registry key, type and claims shape."""
+    # 1. parse: a bounded ASCII string with the v4.public prefix and a footer naming a key id
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LEN or not token.isascii():
+        raise MalformedDocument("not a permission token")
+    if not token.startswith("v4.public."):
+        raise WrongDocumentType("not a PASETO v4.public permission token")
+    parts = token.split(".")
+    if len(parts) != 4:
+        raise MalformedDocument("a permission token has a footer with its key id")
+    try:
+        footer = json.loads(pyseto.utils.base64url_decode(parts[3]))
+        kid = footer["kid"]
+        if not isinstance(kid, str) or set(footer) != {"kid"}:
+            raise ValueError
+    except (ValueError, KeyError, TypeError) as e:
+        raise MalformedDocument("the token footer is malformed") from e
+    # 2. signature: under a token key the registry has on file (the kid is a hint to find it)
+    key = keyring.verify_key(kid)
+    if key is None:
+        raise SignatureInvalid("the token is not signed by a key this registry knows")
+    try:
+        # 3. type: the implicit assertion binds the type tag, so no other signed thing verifies here
+        decoded = pyseto.decode(key, token, implicit_assertion=TOKEN_TYPE)
+    except pyseto.VerifyError as e:
+        raise SignatureInvalid("the token's signature does not verify") from e
+    except pyseto.PysetoError as e:
+        raise MalformedDocument("not a permission token") from e
+    try:
+        c = json.loads(decoded.payload)
+    except ValueError as e:
+        raise MalformedDocument("token claims are not JSON") from e
+    if not isinstance(c, dict) or set(c) != _CLAIMS:
+        raise MalformedDocument("token claims are not the expected set")
+    try:
+        mods = c["mod"]
+        if (not isinstance(mods, list) or not mods or any(m not in MODALITIES for m in mods)
+                or c["pur"] not in PURPOSES or not GENERATOR_RE.fullmatch(c["aud"])
+                or not HANDLE_RE.fullmatch(c["sub"]) or not HANDLE_RE.fullmatch(c["gte"])
+                or not DIGEST_RE.fullmatch(c["req"])
+                or not all(isinstance(c[k], str) and c[k] for k in ("iss", "jti", "gnt"))):
+            raise ValueError
+    except (TypeError, ValueError) as e:
+        raise MalformedDocument("token claims hold invalid values") from e
+    return PermissionToken(jti=c["jti"], issuer=c["iss"], owner=c["sub"], audience=c["aud"], grant_id=c["gnt"],
+                           grantee=c["gte"], request_digest=c["req"], purpose=c["pur"], modalities=tuple(mods),
+                           issued_at=parse_time(c["iat"], "iat"), not_before=parse_time(c["nbf"], "nbf"),
+                           expires=parse_time(c["exp"], "exp"), kid=kid)
+
+
+def verify_token(token: str, keyring: TokenKeyring, *, audience: str, request_digest: str, now: datetime,
+                 skew: timedelta = DEFAULT_SKEW) -> PermissionToken:
+    """Parse, verify and check a token in one go; raises the typed error of the first failure."""
+    tok = parse_token(token, keyring)
+    tok.enforce(audience=audience, request_digest=request_digest, now=now, skew=skew)
+    return tok
+
+
+__all__ = ["PermissionToken", "TokenKeyring", "mint_token", "parse_token", "verify_token", "VerificationError"]
