@@ -281,6 +281,19 @@ def audit_verify(as_json: JsonOpt = False) -> None:
         raise typer.Exit(3)
 
 
+@app.command()
+def demo(
+    workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Where to put the demo registry (default: a temp dir).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the whole flow end to end, offline, in a throw-away registry."""
+    from conditioning._demo import run_demo
+
+    r = _run(lambda: run_demo(workdir, say=(lambda s: None) if as_json else typer.echo), as_json)
+    if not r["ok"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

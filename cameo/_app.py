@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from consent import ConsentRecord, Grant, Revocation, SigningKey, TokenRequest, fmt_time, new_id
 
@@ -20,6 +20,7 @@ from . import _registry as reg
 from ._db import make_engine, require_schema, transaction, upgrade
 from ._errors import BadInput, DuplicateHandle, UnknownGrant
 from ._home import Home, check_handle, write_private
+from ._models import Account
 from ._request import GenerationRequest
 
 _ENGINES: dict[str, Engine] = {}
@@ -71,6 +72,9 @@ def account_create(home: Home, handle: str, passphrase: str, *, now: datetime) -
         raise BadInput("the passphrase must have at least 8 characters")
     eng = engine_for(home)
     home.require()
+    with transaction(eng) as s:
+        if s.execute(select(Account.id).where(Account.handle == handle)).first() is not None:
+            raise DuplicateHandle(f"the handle {handle!r} is taken")
     key = SigningKey.generate()
     path = home.key_path(handle)
     if path.exists():

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from consent import GENESIS, canonical_json, entry_hash
+from consent import GENESIS, encode_detail, entry_hash
 
 from ._models import AuditEntry, AuditHead
 
@@ -20,7 +20,11 @@ def ts(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+_head_t = AuditHead.__table__
+_log_t = AuditEntry.__table__
+_HEAD = select(_head_t.c.seq, _head_t.c.hash).where(_head_t.c.id == 1).with_for_update()
+_INSERT = insert(_log_t)
+_ADVANCE = update(_head_t).where(_head_t.c.id == 1)
 
 
 def init_audit(session: Session) -> None:
@@ -32,14 +36,15 @@ def init_audit(session: Session) -> None:
 def append(session: Session, event: str, *, now: datetime, actor: str | None = None, subject: str | None = None,
            detail: dict[str, Any] | None = None) -> int:
     """Append one entry; returns its sequence number. Serialised by the head row's lock."""
-    seq0, prev = session.execute(_HEAD).one()
+    conn = session.connection()  # Core on the session's connection: same transaction, no ORM overhead
+    seq0, prev = conn.execute(_HEAD).one()
     seq = seq0 + 1
     stamp = ts(now)
-    body = canonical_json(detail or {}).decode()
+    body = encode_detail(detail or {})
     h = entry_hash(prev, seq=seq, ts=stamp, event=event, actor=actor, subject=subject, detail=body)
-    session.execute(insert(AuditEntry).values(seq=seq, ts=stamp, event=event, actor=actor, subject=subject,
-                                              detail=body, prev_hash=prev, hash=h))
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=h))
+    conn.execute(_INSERT, {"seq": seq, "ts": stamp, "event": event, "actor": actor, "subject": subject,
+                           "detail": body, "prev_hash": prev, "hash": h})
+    conn.execute(_ADVANCE, {"seq": seq, "hash": h})
     return seq
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -53,8 +53,6 @@ MAX_CAMEOS_PER_CALL = 2
 _owner = Account.__table__.alias("owner")
 _grantee = Account.__table__.alias("grantee")
 def _live_query():  # type: ignore[no-untyped-def]
-    from sqlalchemy import bindparam
-
     return (
         select(GrantRow.id, GrantRow.revoked_at, GrantRow.not_after, GrantRow.uses, GrantRow.max_uses,
                GrantRow.owner_id, _owner.c.handle.label("owner_handle"), _grantee.c.handle.label("grantee_handle"),
@@ -71,6 +69,14 @@ def _live_query():  # type: ignore[no-untyped-def]
 
 
 _LIVE = _live_query()
+_g = GrantRow.__table__
+_CONSUME = (update(_g).where(_g.c.id == bindparam("gid"), _g.c.revoked_at.is_(None), _g.c.uses < _g.c.max_uses,
+                             _g.c.not_after > bindparam("now"))
+            .values(uses=_g.c.uses + 1))
+_c = Cameo.__table__
+_TOUCH = update(_c).where(_c.c.account_id == bindparam("owner")).values(last_used_at=bindparam("now"))
+_t = Template.__table__
+_TEMPLATES = select(_t.c.modality, _t.c.encoder_id, _t.c.nonce, _t.c.ciphertext).where(_t.c.cameo_id == bindparam("cid"))
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,11 @@ class GateDecision:
                 "reasons": [r.as_dict() for r in self.reasons]}
 
 
+class _Denial(Exception):
+    def __init__(self, decision: GateDecision) -> None:
+        self.decision = decision
+
+
 class Gate:
     """Verifies tokens against the live registry. ``check`` inspects; ``release`` enforces."""
 
@@ -127,7 +138,8 @@ class Gate:
         self._skew = skew
         self._max_cameos = max_cameos
         self._screener = screener
-        self._upsert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)
+        upsert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._use_once = upsert(TokenUse.__table__).on_conflict_do_nothing(index_elements=["jti"])
 
     def __repr__(self) -> str:
         return f"Gate({self._engine.dialect.name}, max_cameos={self._max_cameos})"
@@ -143,7 +155,7 @@ class Gate:
             return TokenVerdict(index, None, (Reason(code, str(e)),))
         decision = tok.check(audience=generator_id, request_digest=request.digest, now=now, skew=self._skew)
         reasons = list(getattr(decision, "reasons", ()))  # steps 4-6
-        live = session.execute(_LIVE, {"jti": tok.jti, "gen": generator_id, "gid": tok.grant_id}).first()
+        live = session.connection().execute(_LIVE, {"jti": tok.jti, "gen": generator_id, "gid": tok.grant_id}).first()
         if live is None:
             reasons.append(Reason("grant.unknown", "the token's grant is not in this registry"))
             return TokenVerdict(index, tok, tuple(reasons))
@@ -211,51 +223,47 @@ class Gate:
     def _consume(self, session: Session, v: TokenVerdict, *, generator_id: str, now: datetime) -> Reason | None:
         assert v.token is not None
         stamp = fmt_time(now)
-        res = session.execute(
-            update(GrantRow)
-            .where(GrantRow.id == v.token.grant_id, GrantRow.revoked_at.is_(None), GrantRow.uses < GrantRow.max_uses,
-                   GrantRow.not_after > stamp)
-            .values(uses=GrantRow.uses + 1))
+        conn = session.connection()
+        res = conn.execute(_CONSUME, {"gid": v.token.grant_id, "now": stamp})
         if res.rowcount != 1:
             return Reason("grant.race", "the grant was revoked or used up while this call was being decided")
-        ins = session.execute(self._upsert(TokenUse).values(jti=v.token.jti, grant_id=v.token.grant_id,
-                                                            generator=generator_id, used_at=stamp)
-                              .on_conflict_do_nothing(index_elements=["jti"]))
+        ins = conn.execute(self._use_once, {"jti": v.token.jti, "grant_id": v.token.grant_id,
+                                            "generator": generator_id, "used_at": stamp})
         if ins.rowcount != 1:
             return Reason("token.used", "the token was already used")
-        session.execute(update(Cameo).where(Cameo.account_id == v.live.owner_id).values(last_used_at=stamp))
+        conn.execute(_TOUCH, {"owner": v.live.owner_id, "now": stamp})
         return None
 
     def decide_release(self, tokens: Sequence[str], *, generator_id: str, request: GenerationRequest, now: datetime,
                        load_templates: bool = True) -> tuple[GateDecision, list[dict[str, Any]]]:
         """Steps 1-11 in one transaction, committed before returning. Raises GateDenied on denial
         (after the denial is durably audited). Returns the decision and the decrypted items."""
-        denied: GateDecision | None = None
         items: list[dict[str, Any]] = []
-        with transaction(self._engine) as session:
-            decision = self._decide(session, list(tokens), generator_id=generator_id, request=request, now=now)
-            if decision.allowed and self._screener is not None:
-                allowed_owners = {v.token.owner for v in decision.verdicts if v.token is not None}
-                screen = tuple(self._screener(session, request=request, allowed=allowed_owners, now=now))
-                if screen:
-                    decision = GateDecision(decision.verdicts, decision.extra + screen)
-            if decision.allowed:
-                for v in decision.verdicts:
-                    r = self._consume(session, v, generator_id=generator_id, now=now)  # step 10
-                    if r is not None:
-                        decision = GateDecision(decision.verdicts, decision.extra + (r,))
-                        break
-            if not decision.allowed:
-                session.rollback()  # undo any partial consumption, then record the denial alone
-                session.begin()
-                self._audit(session, "gate:release", decision, generator_id=generator_id, request=request, now=now)
-                denied = decision
-            else:
+        try:
+            with transaction(self._engine) as session:
+                decision = self._decide(session, list(tokens), generator_id=generator_id, request=request, now=now)
+                if decision.allowed and self._screener is not None:
+                    allowed_owners = {v.token.owner for v in decision.verdicts if v.token is not None}
+                    screen = tuple(self._screener(session, request=request, allowed=allowed_owners, now=now))
+                    if screen:
+                        decision = GateDecision(decision.verdicts, decision.extra + screen)
+                if decision.allowed:
+                    for v in decision.verdicts:
+                        r = self._consume(session, v, generator_id=generator_id, now=now)  # step 10
+                        if r is not None:
+                            decision = GateDecision(decision.verdicts, decision.extra + (r,))
+                            break
+                if not decision.allowed:
+                    raise _Denial(decision)  # rolls back any partial consumption
                 if load_templates:
                     items = [self._open(session, v) for v in decision.verdicts]  # step 11
                 self._audit(session, "gate:release", decision, generator_id=generator_id, request=request, now=now)
-        if denied is not None:
-            raise GateDenied(denied.reasons)
+        except _Denial as d:
+            # the denial changes nothing but the log: record it in a transaction of its own, durably,
+            # before the caller hears about it
+            with transaction(self._engine) as session:
+                self._audit(session, "gate:release", d.decision, generator_id=generator_id, request=request, now=now)
+            raise GateDenied(d.decision.reasons) from None
         return decision, items
 
     def _open(self, session: Session, v: TokenVerdict) -> dict[str, Any]:
@@ -270,8 +278,7 @@ class Gate:
                                 "grant_id": v.token.grant_id, "token_id": v.token.jti, "owner": v.token.owner}
         if live.cameo_id is None or self._vault is None:
             return item
-        rows = session.execute(select(Template.modality, Template.encoder_id, Template.nonce, Template.ciphertext)
-                               .where(Template.cameo_id == live.cameo_id)).all()
+        rows = session.connection().execute(_TEMPLATES, {"cid": live.cameo_id}).all()
         key = self._vault.data_key(live.wrapped_dek, live.cameo_id)
         for modality, encoder_id, nonce, ct in rows:
             if modality not in v.token.modalities:

@@ -3,7 +3,7 @@
 Pure: no I/O, no clock, no database. Nothing here imports the other cameo packages.
 """
 
-from ._audit import GENESIS, entry_hash
+from ._audit import GENESIS, encode_detail, entry_hash
 from ._canonical import canonical_json, digest, pae, sha256_hex, strict_json_loads
 from ._documents import (
     AUDIENCES,
@@ -46,7 +46,7 @@ __all__ = [
     "GrantState", "KeyMismatch", "MalformedDocument", "PermissionToken", "Reason", "RequestMismatch",
     "Revocation", "SignatureInvalid", "SigningKey", "TemplateCommitment", "TokenExpired", "TokenInvalid",
     "TokenKeyring", "TokenNotYetValid", "TokenRequest", "VerificationError", "VerifyKey", "WrongDocumentType",
-    "audience_allows", "canonical_json", "digest", "entry_hash", "evaluate_grant", "fmt_time", "key_id",
+    "audience_allows", "canonical_json", "digest", "encode_detail", "entry_hash", "evaluate_grant", "fmt_time", "key_id",
     "mint_token", "new_id", "open_envelope", "pae", "parse_time", "parse_token", "request_digest", "seal",
     "sha256_hex", "strict_json_loads", "verify_token",
 ]

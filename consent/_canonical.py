@@ -51,9 +51,14 @@ def b64d(text: object, what: str) -> bytes:
     if not isinstance(text, str):
         raise MalformedDocument(f"{what} must be a base64 string")
     try:
-        return base64.b64decode(text, validate=True)
+        raw = base64.b64decode(text, validate=True)
     except ValueError as e:
         raise MalformedDocument(f"{what} is not valid base64") from e
+    # base64 leaves the low bits of the last character unused: without this check, several
+    # spellings decode to the same bytes, and a changed byte of a stored document would go unnoticed
+    if base64.b64encode(raw).decode() != text:
+        raise MalformedDocument(f"{what} is not in canonical base64")
+    return raw
 
 
 def _reject_constant(name: str) -> Any:

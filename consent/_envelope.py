@@ -81,6 +81,10 @@ def open_envelope(data: bytes, payload_type: str, key_on_file: VerifyKey) -> tup
         if env.keyid != key_on_file.key_id:
             raise KeyMismatch("signed by a key other than the one on file") from None
         raise
+    # the key id is outside the signature (a hint); it must still name the key on file, so that
+    # every byte of a stored document matters
+    if env.keyid != key_on_file.key_id:
+        raise KeyMismatch("the envelope's key id does not name the signer's key on file")
     payload = strict_json_loads(env.body, "payload")
     if not isinstance(payload, dict):
         raise MalformedDocument("payload must be a JSON object")

@@ -155,6 +155,14 @@ def parse_token(token: str, keyring: TokenKeyring) -> PermissionToken:
     parts = token.split(".")
     if len(parts) != 4:
         raise MalformedDocument("a permission token has a footer with its key id")
+    # base64url without padding leaves unused low bits in the last character: only the canonical
+    # spelling of each part is accepted, so that every character of a token matters
+    try:
+        for part in parts[2:]:
+            if pyseto.utils.base64url_encode(pyseto.utils.base64url_decode(part)).decode() != part:
+                raise ValueError
+    except (ValueError, UnicodeError) as e:
+        raise MalformedDocument("the token is not in canonical base64url") from e
     try:
         footer = json.loads(pyseto.utils.base64url_decode(parts[3]))
         kid = footer["kid"]

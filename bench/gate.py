@@ -1,0 +1,156 @@
+"""Gate decision time against its primitives, timed in the same run on the same database.
+
+A full release = parse + verify the token (Ed25519, PASETO v4.public) + read the live grant,
+consent and use state (one indexed join) + consume the use (conditional UPDATE + INSERT of the
+token id) + audit append (hash-chained) + durable commit + unwrap the data key and AES-GCM decrypt
+the templates + build torch tensors.
+
+Primitives (same process, same database file, same durability settings):
+  one Ed25519 verify (cryptography), one indexed read (primary-key SELECT on the raw DB-API
+  connection), one durable commit (UPDATE of one row + COMMIT), one AES-GCM decrypt (2 KiB).
+
+Prints per-step medians and ``ratio: X.XX`` = release median / sum of primitive medians.
+Budget (DESIGN.md): ratio <= 1.5.
+
+    python bench/gate.py [--n 300] [--db URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+
+from cameo import _app, _registry as reg  # noqa: E402
+from cameo._cameos import TemplateInput, seal_cameo  # noqa: E402
+from cameo._db import transaction  # noqa: E402
+from cameo._home import Home  # noqa: E402
+from cameo._request import GenerationRequest  # noqa: E402
+from conditioning._gate import Gate  # noqa: E402
+from consent import ConsentRecord, Grant, SigningKey, TokenRequest, new_id  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="cameo-bench-"))
+    os.environ.pop("CAMEO_KEK", None)
+    home = Home.resolve(tmp, args.db)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    _app.init(home, now=now)
+    eng = _app.engine_for(home)
+    vault = home.vault()
+    alice, bob = SigningKey.generate(), SigningKey.generate()
+    rng = np.random.default_rng(0)
+    face, voice = rng.standard_normal(512).astype("f4"), rng.standard_normal(256).astype("f4")
+    with transaction(eng) as s:
+        a = reg.create_account(s, "alice", alice.public, now=now)
+        b = reg.create_account(s, "bob", bob.public, now=now)
+        tpls = [TemplateInput("face", "bench-face@0", face, 3), TemplateInput("voice", "bench-voice@0", voice, 2)]
+        rec = ConsentRecord.create(alice, id=new_id("consent"), owner="alice", owner_key=a.key_id,
+                                   purposes=("generate",), modalities=("face", "voice"), audience="approved",
+                                   restrictions=("no political content",), templates=tuple(t.commitment() for t in tpls),
+                                   adult_attested=True, created=now, expires=None)
+        seal_cameo(s, vault, owner=a, consent_bytes=rec.to_bytes(), templates=tpls, now=now)
+        g = Grant.create(alice, id=new_id("grant"), owner="alice", owner_key=a.key_id, grantee="bob",
+                         grantee_key=b.key_id, modalities=("face", "voice"), purposes=("generate",),
+                         generators=("studio-v1",), created=now, not_after=now + timedelta(days=1),
+                         max_uses=args.n * 4)
+        reg.submit_grant(s, g.to_bytes(), now=now)
+    request = GenerationRequest.build("a person waves from a boat", {"seconds": 2})
+    tokens = []
+    with transaction(eng) as s:
+        keyring = reg.token_keyring(s, home.token_signing_key())
+        for _ in range(args.n + 20):
+            tr = TokenRequest.create(bob, id=new_id("treq"), grantee="bob", grantee_key=b.key_id, owner="alice",
+                                     grant_id=None, generator="studio-v1", purpose="generate",
+                                     request_digest=request.digest, created=now)
+            m = reg.mint(s, tr.to_bytes(), keyring, now=now, ttl=timedelta(hours=1))
+            tokens.append(m.token)
+    gate = Gate(eng, keyring, vault)
+    it = iter(tokens)
+
+    def release() -> None:
+        _, items = gate.decide_release([next(it)], generator_id="studio-v1", request=request, now=now)
+        for item in items:
+            for m in ("face", "voice"):
+                if item[m] is not None:
+                    torch.from_numpy(item[m])
+
+    for _ in range(20):  # warm-up: compiled statement cache, pyseto key objects
+        release()
+    # primitives
+    sk = Ed25519PrivateKey.generate()
+    pk = sk.public_key()
+    msg = os.urandom(300)
+    sig = sk.sign(msg)
+    aead = AESGCM(AESGCM.generate_key(256))
+    nonce = os.urandom(12)
+    ct = aead.encrypt(nonce, os.urandom(2048), b"aad")
+    raw = eng.raw_connection()
+    cur = raw.cursor()
+    pk_col = "'%s'" % "alice"
+    is_sqlite = eng.dialect.name == "sqlite"
+    if is_sqlite:
+        cur.execute("CREATE TABLE IF NOT EXISTS bench_prim (id INTEGER PRIMARY KEY, v INTEGER)")
+        cur.execute("INSERT OR REPLACE INTO bench_prim VALUES (1, 0)")
+    else:
+        cur.execute("CREATE TABLE IF NOT EXISTS bench_prim (id INTEGER PRIMARY KEY, v INTEGER)")
+        cur.execute("INSERT INTO bench_prim VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
+    raw.commit()
+    ph = "?" if is_sqlite else "%s"
+
+    def indexed_read() -> None:
+        cur.execute(f"SELECT id, handle, key_id FROM accounts WHERE handle = {ph}", ("alice",))
+        cur.fetchall()
+
+    def durable_commit() -> None:
+        if is_sqlite:
+            cur.execute("BEGIN IMMEDIATE")
+        cur.execute("UPDATE bench_prim SET v = v + 1 WHERE id = 1")
+        raw.commit()
+
+    del pk_col
+    # Interleaved rounds: every round times each primitive and one release back to back, so disk
+    # and CPU conditions (fsync latency varies a lot on shared machines) are the same for both sides.
+    fns = {"verify": lambda: pk.verify(sig, msg), "read": indexed_read, "commit": durable_commit,
+           "decrypt": lambda: aead.decrypt(nonce, ct, b"aad"), "release": release}
+    samples: dict[str, list[int]] = {k: [] for k in fns}
+    for _ in range(args.n):
+        for k, fn in fns.items():
+            t0 = time.perf_counter_ns()
+            fn()
+            samples[k].append(time.perf_counter_ns() - t0)
+    med = {k: statistics.median(v) / 1000 for k, v in samples.items()}
+    n = args.n
+    t_verify, t_read, t_commit, t_decrypt, t_release = (med[k] for k in ("verify", "read", "commit", "decrypt", "release"))
+    cur.close()
+    raw.close()
+    prims = t_verify + t_read + t_commit + t_decrypt
+    print(f"database: {eng.dialect.name}  n={n}")
+    print(f"  ed25519 verify   {t_verify:9.1f} us")
+    print(f"  indexed read     {t_read:9.1f} us")
+    print(f"  durable commit   {t_commit:9.1f} us")
+    print(f"  aes-gcm decrypt  {t_decrypt:9.1f} us")
+    print(f"  sum primitives   {prims:9.1f} us")
+    print(f"  gate release     {t_release:9.1f} us  (verify+live read+consume+audit+commit+decrypt+tensors)")
+    print(f"ratio: {t_release / prims:.2f}  (budget 1.5)")
+
+
+if __name__ == "__main__":
+    main()
