@@ -281,6 +281,140 @@ def audit_verify(as_json: JsonOpt = False) -> None:
         raise typer.Exit(3)
 
 
+# -- enrollment --------------------------------------------------------------------------------------
+def _progress(enabled: bool) -> Any:
+    """A rich progress bar on stderr for long steps (decoding video, embedding frames)."""
+    if not enabled or not sys.stderr.isatty():
+        return None, None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True, console=__import__("rich.console").console.Console(stderr=True))
+    tasks: dict[str, Any] = {}
+
+    def cb(label: str, i: int, n: int) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=n)
+        bar.update(tasks[label], completed=i, total=n)
+
+    return bar, cb
+
+
+FaceModelOpt = Annotated[Optional[Path], typer.Option("--face-model", help="insightface model pack directory (e.g. buffalo_l); default dlib.")]
+
+
+@app.command()
+def enroll(
+    handle: str,
+    face: Annotated[Optional[list[Path]], typer.Option("--face", help="Photos of the owner, one face each.")] = None,
+    voice: Annotated[Optional[list[Path]], typer.Option("--voice", help="Voice clips (>= 2 s of speech each).")] = None,
+    video: Annotated[Optional[Path], typer.Option("--video", help="A selfie video with sound (liveness checked).")] = None,
+    audience: Annotated[str, typer.Option("--audience", help="only-me | approved | mutuals | everyone.")] = "approved",
+    restriction: Annotated[Optional[list[str]], typer.Option("--restriction", help="A restriction on use (repeatable).")] = None,
+    purpose: Annotated[str, typer.Option("--purpose", help="generate, remix or generate,remix.")] = "generate,remix",
+    adult: Annotated[bool, typer.Option("--adult/--no-adult", help="Attest that the person enrolled is 18 or over (signed into the record).")] = True,
+    expires: Annotated[Optional[str], typer.Option("--expires", help="Consent lifetime, e.g. 365d (default: until withdrawn).")] = None,
+    face_model: FaceModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Enroll HANDLE's face and voice (photos and clips, or a video) under a consent record they sign."""
+    from cameo._enrollment import enroll as do
+    from consent import PURPOSES
+
+    purps = _csv(purpose, PURPOSES, "--purpose")
+    pw = _passphrase(handle)
+    bar, cb = _progress(not as_json)
+    faces, voices = _extra_paths(face), _extra_paths(voice)
+
+    def call() -> dict[str, Any]:
+        if bar is None:
+            return do(_home(), handle, passphrase=pw, faces=faces, voices=voices, video=video, audience=audience,
+                      restrictions=list(restriction or []), purposes=purps, adult=adult, expires=expires,
+                      face_model=face_model, progress=None, now=_now())
+        with bar:
+            return do(_home(), handle, passphrase=pw, faces=faces, voices=voices, video=video, audience=audience,
+                      restrictions=list(restriction or []), purposes=purps, adult=adult, expires=expires,
+                      face_model=face_model, progress=cb, now=_now())
+
+    _run(call, as_json, lambda r: typer.echo(
+        f"enrolled {r['handle']}: " + ", ".join(f"{t['modality']} ({t['samples']} sample(s), {t['encoder']})"
+                                               for t in r["templates"]) + f"; consent {r['consent_id']}"))
+
+
+def _extra_paths(values: Optional[list[Path]]) -> list[Path]:
+    """`--face a.jpg b.jpg c.jpg`: typer takes one value per option, the rest arrive as extra args."""
+    return list(values or [])
+
+
+@app.command()
+def show(handle: str, as_json: JsonOpt = False) -> None:
+    """Encoders, sample counts, quality scores and consent terms of HANDLE's cameo; never embeddings."""
+    from cameo._enrollment import show as do
+
+    def pretty(r: dict[str, Any]) -> None:
+        c = r["consent"]
+        typer.echo(f"{r['handle']} ({r['status']}), cameo {r['cameo_id']}, enrolled {r['created']}")
+        typer.echo(f"  consent {c['id']}: audience {c['audience']}, purposes {','.join(c['purposes'])}, "
+                   f"restrictions: {'; '.join(c['restrictions']) or 'none'}, expires {c['expires'] or 'never'}")
+        for t in r["templates"]:
+            typer.echo(f"  {t['modality']}: {t['encoder']}, {t['samples']} sample(s), quality {json.dumps(t['quality'])}")
+
+    _run(lambda: do(_home(), handle), as_json, pretty)
+
+
+@app.command()
+def match(path: Path, face_model: FaceModelOpt = None, as_json: JsonOpt = False) -> None:
+    """Which cameo, if any, the faces or voice in PATH belong to, with scores."""
+    from cameo._enrollment import match as do
+
+    def pretty(r: dict[str, Any]) -> None:
+        for key in ("faces", "voices"):
+            for x in r[key]:
+                who = ", ".join(f"{m['who']} ({m['metric']} {m['score']})" for m in x["matches"]) or "no match"
+                typer.echo(f"{key[:-1]} {x['index']}: {who}; best {x['metric']} {x['best_score']} (threshold {x['threshold']})")
+        if not r["faces"] and not r["voices"]:
+            typer.echo("no face or voice found")
+
+    _run(lambda: do(_home(), path, face_model=face_model), as_json, pretty)
+
+
+@app.command()
+def delete(handle: str, as_json: JsonOpt = False) -> None:
+    """Withdraw consent and crypto-shred HANDLE's templates (the data key is destroyed)."""
+    from cameo._enrollment import delete as do
+
+    pw = _passphrase(handle)
+    _run(lambda: do(_home(), handle, passphrase=pw, now=_now()), as_json,
+         _echo("deleted {handle}'s cameo: data key destroyed, {templates_destroyed} template(s) gone"))
+
+
+@app.command()
+def protect(
+    label: str,
+    face: Annotated[Optional[list[Path]], typer.Option("--face")] = None,
+    voice: Annotated[Optional[list[Path]], typer.Option("--voice")] = None,
+    face_model: FaceModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a face and/or voice to the protected list: nobody may enroll or use it."""
+    from cameo._enrollment import protect as do
+
+    _run(lambda: do(_home(), label, faces=_extra_paths(face), voices=_extra_paths(voice), face_model=face_model,
+                    now=_now()), as_json, _echo("protected {label}"))
+
+
+@retention_app.command("run")
+def retention_run(
+    max_idle_days: Annotated[int, typer.Option("--max-idle-days", help="Delete cameos unused this long (default 3 years, per BIPA).")] = 1095,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what is due.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Enforce the retention rule: crypto-shred cameos unused for too long or whose consent expired."""
+    from cameo._enrollment import retention as do
+
+    _run(lambda: do(_home(), max_idle_days=max_idle_days, dry_run=dry_run, now=_now()), as_json,
+         lambda r: typer.echo(f"{'due' if dry_run else 'deleted'}: {len(r['due' if dry_run else 'deleted'])} cameo(s)"))
+
+
 @app.command()
 def demo(
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Where to put the demo registry (default: a temp dir).")] = None,
@@ -294,8 +428,27 @@ def demo(
         raise typer.Exit(1)
 
 
+MULTI_VALUE = {"--face", "--voice"}
+
+
+def expand_multi(argv: list[str]) -> list[str]:
+    """Let `--face a.jpg b.jpg --voice c.wav d.wav` mean repeated options: every word after a
+    multi-value option, up to the next option, is one more value of it."""
+    out: list[str] = []
+    current: str | None = None
+    for word in argv:
+        if word.startswith("-"):
+            current = word if word in MULTI_VALUE else None
+            out.append(word)
+        elif current is not None and out and out[-1] != current:
+            out += [current, word]
+        else:
+            out.append(word)
+    return out
+
+
 def main() -> None:
-    app()
+    app(args=expand_multi(sys.argv[1:]), prog_name="cameo")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,185 @@
+"""Enrollment and its siblings as single library calls for the CLI: enroll, show, match, delete,
+protect, retention.
+
+Enrollment order (nothing is written unless every step passes; one transaction at the end):
+ 1. every sample is checked and embedded (typed error naming the file or frame, exit 2);
+ 2. a video must pass liveness (exit 3 if not);
+ 3. the face and voice must not match another cameo or the protected list (exit 3);
+ 4. the owner signs a consent record committing to the digests of exactly these templates;
+ 5. the templates are sealed in the vault and the cameo stored, with its audit entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from consent import AUDIENCES, ConsentRecord, new_id
+
+from . import _registry as reg
+from ._app import engine_for
+from ._cameos import TemplateInput, add_protected, delete_cameo, describe, retention_run, seal_cameo
+from ._db import transaction
+from ._errors import AgeNotAttested, BadInput, IdentityConflict, ProtectedIdentity
+from ._home import Home
+from ._likeness import Encoders, LikenessDirectory, media_kind, probe
+
+Progress = Callable[[str, int, int], None]
+
+
+def _templates(encoders: Encoders, *, faces: list[Path], voices: list[Path], video: Path | None,
+               progress: Progress | None) -> tuple[list[TemplateInput], dict[str, Any]]:
+    from .biometrics import extract_face_templates, extract_from_video, extract_voice_template
+
+    def cb(label: str) -> Callable[[int, int], None] | None:
+        return (lambda i, n: progress(label, i, n)) if progress else None
+
+    out: list[TemplateInput] = []
+    report: dict[str, Any] = {}
+    if video is not None:
+        v = extract_from_video(video, encoders.face, encoders.voice, cb("analysing video"))
+        report["liveness"] = {"passed": v.liveness.passed, "metrics": _floats(v.liveness.metrics)}
+        face, voice = v.face, v.voice
+        out.append(TemplateInput("face", face.encoder_id.id, face.template, len(face.samples),
+                                 {"max_spread": round(face.max_spread, 4), "source": "video"}))
+        out.append(TemplateInput("voice", voice.encoder_id.id, voice.template, 1,
+                                 {"voiced_seconds": round(voice.clips[0].voiced_seconds, 2), "source": "video"}))
+        report["face_samples"], report["voice_clips"] = len(face.samples), 1
+        return out, report
+    if faces:
+        f = extract_face_templates(faces, encoders.face, cb("embedding faces"))
+        per = [{"source": s.source, "size_px": round(s.quality.size_px, 1), "sharpness": round(s.quality.sharpness, 1)}
+               for s in f.samples]
+        out.append(TemplateInput("face", f.encoder_id.id, f.template, len(f.samples),
+                                 {"max_spread": round(f.max_spread, 4), "samples": per}))
+        report["face_samples"] = len(f.samples)
+    if voices:
+        v2 = extract_voice_template(voices, encoders.voice, cb("embedding voice clips"))
+        per = [{"source": c.source, "voiced_seconds": round(c.voiced_seconds, 2)} for c in v2.clips]
+        out.append(TemplateInput("voice", v2.encoder_id.id, v2.template, len(v2.clips),
+                                 {"min_similarity": round(v2.min_similarity, 4), "clips": per}))
+        report["voice_clips"] = len(v2.clips)
+    return out, report
+
+
+def _floats(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(float(v), 4) if isinstance(v, (int, float)) else v) for k, v in d.items()}
+
+
+def _not_someone_else(directory: LikenessDirectory, encoders: Encoders, templates: list[TemplateInput]) -> None:
+    for t in templates:
+        enc = encoders.face if t.modality == "face" else encoders.voice
+        for hit in directory.search(t.modality, enc, t.vector):
+            if hit.match:
+                if hit.kind == "protected":
+                    raise ProtectedIdentity(f"this {t.modality} is on the registry's protected list")
+                raise IdentityConflict(f"this {t.modality} already belongs to another cameo")
+
+
+def enroll(home: Home, handle: str, *, passphrase: str, faces: list[Path], voices: list[Path],
+           video: Path | None, audience: str, restrictions: list[str], purposes: tuple[str, ...],
+           adult: bool, expires: str | None, face_model: Path | None, progress: Progress | None,
+           now: datetime) -> dict[str, Any]:
+    if video is not None and (faces or voices):
+        raise BadInput("enroll from a --video, or from --face photos and --voice clips, not both")
+    if video is None and not faces:
+        raise BadInput("give --face photos (and --voice clips), or a --video")
+    if audience not in AUDIENCES:
+        raise BadInput(f"--audience must be one of {', '.join(AUDIENCES)}")
+    if not adult:
+        raise AgeNotAttested("the owner must attest to being 18 or over (--adult / omit --no-adult)")
+    if any(len(r) > 200 or not r.strip() for r in restrictions) or len(restrictions) > 20:
+        raise BadInput("restrictions are up to 20 non-empty texts of at most 200 characters")
+    life = reg.parse_duration(expires) if expires else None
+    eng = engine_for(home)
+    vault = home.vault()
+    with transaction(eng) as s:  # fail fast on unknown handle, wrong passphrase, existing cameo
+        acc = reg.get_account(s, handle)
+        key = home.load_key(handle, passphrase)
+        from ._cameos import cameo_of
+        from ._errors import AlreadyEnrolled, NotEnrolled
+
+        try:
+            _, existing = cameo_of(s, handle)
+            if existing.status == "active":
+                raise AlreadyEnrolled(f"{handle} is already enrolled; `cameo delete {handle}` first to re-enroll")
+        except NotEnrolled:
+            pass
+    encoders = Encoders(face_model)
+    templates, report = _templates(encoders, faces=faces, voices=voices, video=video, progress=progress)
+    with transaction(eng) as s:
+        _not_someone_else(LikenessDirectory.load(s, vault, exclude=handle), encoders, templates)
+        acc = reg.get_account(s, handle)
+        record = ConsentRecord.create(
+            key, id=new_id("consent"), owner=handle, owner_key=acc.key_id, purposes=purposes,
+            modalities=tuple(sorted({t.modality for t in templates})), audience=audience,
+            restrictions=tuple(restrictions), templates=tuple(t.commitment() for t in templates),
+            adult_attested=adult, created=now, expires=(now + life) if life else None)
+        cameo = seal_cameo(s, vault, owner=acc, consent_bytes=record.to_bytes(), templates=templates, now=now)
+    return {"handle": handle, "cameo_id": cameo.id, "consent_id": record.id, "consent_digest": record.digest,
+            "audience": audience, "restrictions": restrictions, "modalities": list(record.modalities),
+            "templates": [{"modality": t.modality, "encoder": t.encoder_id, "samples": t.samples,
+                           "quality": t.quality} for t in templates], **report}
+
+
+def show(home: Home, handle: str) -> dict[str, Any]:
+    with transaction(engine_for(home)) as s:
+        return describe(s, handle)
+
+
+def match(home: Home, path: Path, *, face_model: Path | None, top: int = 3) -> dict[str, Any]:
+    """Which cameo (or protected entry), if any, the faces and voice in a file belong to.
+    Only candidates over the threshold are named; for the rest only the best score is shown."""
+    from ._errors import MediaError
+
+    if not path.is_file():
+        raise MediaError("no such file", source=path.name)
+    if media_kind(path) == "unknown":
+        raise MediaError(f"unsupported media type {path.suffix or '(none)'}", source=path.name)
+    encoders = Encoders(face_model)
+    found = probe(path, encoders)
+    with transaction(engine_for(home)) as s:
+        directory = LikenessDirectory.load(s, home.vault())
+    results: dict[str, Any] = {"file": path.name, "faces": [], "voices": [], "matches": []}
+    for modality, key in (("face", "faces"), ("voice", "voices")):
+        enc = encoders.face if modality == "face" else encoders.voice
+        for i, vec in enumerate(found[modality]):
+            hits = directory.search(modality, enc, vec)
+            named = [h.as_dict() for h in hits if h.match][:top]
+            best = hits[0] if hits else None
+            results[key].append({"index": i, "matches": named,
+                                 "best_score": round(best.score, 4) if best else None,
+                                 "metric": best.metric if best else None,
+                                 "threshold": enc.threshold})
+            results["matches"] += [h["who"] for h in named if h["who"] not in results["matches"]]
+    results["matched"] = bool(results["matches"])
+    return results
+
+
+def delete(home: Home, handle: str, *, passphrase: str, now: datetime) -> dict[str, Any]:
+    with transaction(engine_for(home)) as s:
+        reg.get_account(s, handle)
+        home.load_key(handle, passphrase)  # only the owner deletes
+        return delete_cameo(s, handle, now=now)
+
+
+def protect(home: Home, label: str, *, faces: list[Path], voices: list[Path], face_model: Path | None,
+            now: datetime) -> dict[str, Any]:
+    """Put a face and/or voice on the protected list (people who opted out: estates, public figures)."""
+    if not faces and not voices:
+        raise BadInput("give --face photos and/or --voice clips")
+    templates, _ = _templates(Encoders(face_model), faces=faces, voices=voices, video=None, progress=None)
+    ids = []
+    with transaction(engine_for(home)) as s:
+        for t in templates:
+            ids.append(add_protected(s, home.vault(), label=label, template=t, now=now))
+    return {"label": label, "entries": ids}
+
+
+def retention(home: Home, *, max_idle_days: int, dry_run: bool, now: datetime) -> dict[str, Any]:
+    if not 1 <= max_idle_days <= 36500:
+        raise BadInput("--max-idle-days must be between 1 and 36500")
+    with transaction(engine_for(home)) as s:
+        return retention_run(s, now=now, max_idle=timedelta(days=max_idle_days), dry_run=dry_run)
