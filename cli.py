@@ -415,6 +415,61 @@ def retention_run(
          lambda r: typer.echo(f"{'due' if dry_run else 'deleted'}: {len(r['due' if dry_run else 'deleted'])} cameo(s)"))
 
 
+# -- generation ----------------------------------------------------------------------------------------
+@app.command()
+def generate(
+    request: Annotated[Path, typer.Option("--request", help="Request JSON: prompt, params, references.")],
+    token_: Annotated[list[str], typer.Option("--token", help="Permission token, one per cameo (repeatable).")],
+    generator: Annotated[str, typer.Option("--generator", help="Registered generator id.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the outputs (created on success only).")],
+    face_model: FaceModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate through the gate: verify every token, screen references and outputs, sign provenance."""
+    from conditioning._generate import generate as do
+
+    _run(lambda: do(_home(), _request(request), list(token_), generator=generator, out_dir=out, now=_now(),
+                    face_model=face_model), as_json,
+         lambda r: typer.echo("\n".join(o["file"] for o in r["outputs"])))
+
+
+@provenance_app.command("verify")
+def provenance_verify(path: Path, as_json: JsonOpt = False) -> None:
+    """Check a file's C2PA manifest (or signed sidecar): what made it, from which cameos, under which tokens."""
+    from conditioning._generate import provenance_verify as do
+
+    def pretty(r: dict[str, Any]) -> None:
+        c = r["claim"]
+        typer.echo(f"{r['file']}: {r['state']} ({r['binding']}), made by {r['generator']} ({r['digital_source_type']})")
+        typer.echo(f"  cameos {', '.join(c.get('cameo_ids', [])) or 'none'}; tokens {', '.join(c.get('token_ids', []))}")
+
+    _run(lambda: do(_home(), path), as_json, pretty)
+
+
+@generator_app.command("add")
+def generator_add(
+    gen_id: Annotated[str, typer.Argument(metavar="ID")],
+    adapter: Annotated[str, typer.Option("--adapter", help="demo | diffusers-faceid | inswapper | sealed.")],
+    config: Annotated[Optional[str], typer.Option("--config", help="Adapter settings as a JSON object.")] = None,
+    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="X25519 public key file (sealed adapter).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a generator: tokens name it as their audience."""
+    from conditioning._app import generator_add as do
+
+    _run(lambda: do(_home(), gen_id, adapter=adapter, config=config, public_key=public_key, now=_now()), as_json,
+         _echo("generator {id} registered (adapter {adapter})"))
+
+
+@generator_app.command("list")
+def generator_list(as_json: JsonOpt = False) -> None:
+    """List registered generators."""
+    from conditioning._app import generator_list as do
+
+    _run(lambda: do(_home()), as_json,
+         lambda r: [typer.echo(f"{g['id']}  adapter={g['adapter']}  sealed={g['sealed']}") for g in r["generators"]])
+
+
 @app.command()
 def demo(
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Where to put the demo registry (default: a temp dir).")] = None,

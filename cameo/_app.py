@@ -54,6 +54,12 @@ def init(home: Home, *, now: datetime) -> dict[str, Any]:
     upgrade(eng)
     with transaction(eng) as s:
         rid = reg.initialise(s, token_key=key.public, now=now)
+    if not (home.provenance_dir / "root.pem").exists():
+        # the provenance chain lives with the generator-facing layer; imported lazily, no cycle at import
+        from conditioning._provenance import ProvenanceAuthority
+
+        ProvenanceAuthority.create(home.provenance_dir, now=now)
+        created.append("provenance certificates")
     return {"home": str(home.path), "database": _redact(home.db_url), "registry_id": rid, "created": created}
 
 

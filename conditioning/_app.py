@@ -29,3 +29,55 @@ def check(home: Home, tokens: list[str], *, generator: str, request: GenerationR
         get_generator(s, generator)
     decision = gate_for(home).check(tokens, generator_id=generator, request=request, now=now)
     return decision.as_dict()
+
+
+def generator_add(home: Home, gen_id: str, *, adapter: str, config: str | None, public_key: Any,
+                  now: datetime) -> dict[str, Any]:
+    import json
+
+    from cameo._errors import BadInput
+    from cameo._registry import register_generator
+
+    from ._adapters import ADAPTERS
+
+    if adapter not in ADAPTERS:
+        raise BadInput(f"unknown adapter {adapter[:40]!r}: one of {', '.join(sorted(ADAPTERS))}")
+    try:
+        cfg = json.loads(config) if config else {}
+    except ValueError as e:
+        raise BadInput("--config is not valid JSON") from e
+    if not isinstance(cfg, dict):
+        raise BadInput("--config must be a JSON object")
+    key = None
+    if public_key is not None:
+        try:
+            raw = public_key.read_bytes().strip()
+        except OSError as e:
+            raise BadInput(f"cannot read {public_key.name}: {e.strerror}") from e
+        import base64
+
+        try:
+            key = base64.b64decode(raw, validate=True) if len(raw) != 32 else raw
+        except ValueError as e:
+            raise BadInput("the public key file must hold 32 raw bytes or their base64") from e
+        if len(key) != 32:
+            raise BadInput("an X25519 public key is 32 bytes")
+        cfg["public_key_b64"] = base64.b64encode(key).decode()
+    if adapter == "sealed" and key is None:
+        raise BadInput("the sealed adapter needs --public-key (the generator's X25519 public key)")
+    with transaction(engine_for(home)) as s:
+        register_generator(s, gen_id, adapter=adapter, config=cfg, public_key=key, now=now)
+    return {"id": gen_id, "adapter": adapter, "config": cfg}
+
+
+def generator_list(home: Home) -> dict[str, Any]:
+    import json
+
+    from sqlalchemy import select
+
+    from cameo._models import Generator
+
+    with transaction(engine_for(home)) as s:
+        rows = s.execute(select(Generator).order_by(Generator.id)).scalars().all()
+        return {"generators": [{"id": g.id, "adapter": g.adapter, "config": json.loads(g.config),
+                                "sealed": g.public_key is not None, "created": g.created_at} for g in rows]}

@@ -46,7 +46,7 @@ from cameo._request import GenerationRequest
 from cameo._vault import Vault
 from consent import DEFAULT_SKEW, ConsentError, PermissionToken, TokenKeyring, fmt_time, parse_token
 
-from ._errors import GateDenied
+from ._errors import GateDenied, ScreeningDenied
 
 MAX_CAMEOS_PER_CALL = 2
 
@@ -122,8 +122,19 @@ class GateDecision:
 
 
 class _Denial(Exception):
-    def __init__(self, decision: GateDecision) -> None:
+    def __init__(self, decision: GateDecision, findings: list[Any] | None = None) -> None:
         self.decision = decision
+        self.findings = findings or []
+
+
+def notify(session: Session, findings: Sequence[Any], *, generator_id: str, request: GenerationRequest,
+           now: datetime) -> None:
+    """Tell each owner whose likeness was found without consent (an entry in their usage log)."""
+    for f in findings:
+        if f.subject is not None:
+            audit_append(session, "screen:match:denied", now=now, subject=f.subject,
+                         detail={"generator": generator_id, "request_digest": request.digest,
+                                 "reasons": [f.reason.as_dict()], **f.detail})
 
 
 class Gate:
@@ -242,11 +253,18 @@ class Gate:
         try:
             with transaction(self._engine) as session:
                 decision = self._decide(session, list(tokens), generator_id=generator_id, request=request, now=now)
+                found: list[Any] = []
+                if load_templates and decision.allowed:
+                    missing = tuple(Reason("cameo.none", f"{v.token.owner} has no enrolled likeness to release")
+                                    for v in decision.verdicts if v.live is not None and v.live.cameo_id is None
+                                    and v.token is not None)
+                    if missing:
+                        decision = GateDecision(decision.verdicts, decision.extra + missing)
                 if decision.allowed and self._screener is not None:
-                    allowed_owners = {v.token.owner for v in decision.verdicts if v.token is not None}
-                    screen = tuple(self._screener(session, request=request, allowed=allowed_owners, now=now))
-                    if screen:
-                        decision = GateDecision(decision.verdicts, decision.extra + screen)
+                    toks = [v.token for v in decision.verdicts if v.token is not None]
+                    found = list(self._screener(session, request=request, tokens=toks, now=now))
+                    if found:
+                        decision = GateDecision(decision.verdicts, decision.extra + tuple(f.reason for f in found))
                 if decision.allowed:
                     for v in decision.verdicts:
                         r = self._consume(session, v, generator_id=generator_id, now=now)  # step 10
@@ -254,7 +272,7 @@ class Gate:
                             decision = GateDecision(decision.verdicts, decision.extra + (r,))
                             break
                 if not decision.allowed:
-                    raise _Denial(decision)  # rolls back any partial consumption
+                    raise _Denial(decision, found)  # rolls back any partial consumption
                 if load_templates:
                     items = [self._open(session, v) for v in decision.verdicts]  # step 11
                 self._audit(session, "gate:release", decision, generator_id=generator_id, request=request, now=now)
@@ -263,6 +281,9 @@ class Gate:
             # before the caller hears about it
             with transaction(self._engine) as session:
                 self._audit(session, "gate:release", d.decision, generator_id=generator_id, request=request, now=now)
+                notify(session, d.findings, generator_id=generator_id, request=request, now=now)
+            if d.findings:
+                raise ScreeningDenied(d.decision.reasons) from None
             raise GateDenied(d.decision.reasons) from None
         return decision, items
 
@@ -275,7 +296,7 @@ class Gate:
                                 "voice": None, "voice_encoder": None,
                                 "restrictions": tuple(json.loads(live.restrictions)) if live.restrictions else (),
                                 "consent_id": live.consent_id or "", "consent_digest": live.consent_digest or "",
-                                "grant_id": v.token.grant_id, "token_id": v.token.jti, "owner": v.token.owner}
+                                "grant_id": v.token.grant_id, "token_id": v.token.jti}
         if live.cameo_id is None or self._vault is None:
             return item
         rows = session.connection().execute(_TEMPLATES, {"cid": live.cameo_id}).all()

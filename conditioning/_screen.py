@@ -1,0 +1,137 @@
+"""Likeness screening: nobody's face or voice goes in or out of a generator without their token.
+
+- Reference media of a request (images, audio, video frames) are probed for faces and voices and
+  searched against every enrolled template (and the protected list) of the same encoder. A match
+  to a cameo without a valid token in the same call, or to the protected list, denies the call;
+  the matched owner is told (an audit entry under their name).
+- A reference that carries cameo provenance (it was made from someone's cameo) is a remix: it
+  needs that cameo's token with purpose ``remix`` in the same call.
+- Generated outputs are screened the same way before they are returned: an output showing an
+  enrolled person who has no token in the call is withheld.
+
+Model inference and template decryption happen before the gate's decision transaction (they are
+slow and need no lock); inside it only the mapping from matches to owners and tokens runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cameo._db import transaction
+from cameo._errors import Reason
+from cameo._likeness import Encoders, Hit, LikenessDirectory, media_kind, probe
+from cameo._models import Account, Cameo
+from consent import PermissionToken
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A reason to deny, and whose account should hear about it (None: nobody's)."""
+
+    reason: Reason
+    subject: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MediaScan:
+    """What was found in a set of files: matching hits per file, and cameo provenance claims."""
+
+    hits: list[tuple[str, Hit]] = field(default_factory=list)
+    remixed_cameos: list[tuple[str, str]] = field(default_factory=list)  # (file, cameo_id)
+
+
+def scan(paths: Sequence[Path], *, directory: LikenessDirectory, encoders: Encoders,
+         authority: Any = None) -> MediaScan:
+    out = MediaScan()
+    for p in paths:
+        kind = media_kind(p)
+        if kind == "unknown":
+            continue
+        found = probe(p, encoders)
+        for modality in ("face", "voice"):
+            enc = encoders.face if modality == "face" else encoders.voice
+            for vec in found[modality]:
+                for hit in directory.search(modality, enc, vec):
+                    if hit.match:
+                        out.hits.append((p.name, hit))
+        if authority is not None:
+            out.remixed_cameos += [(p.name, c) for c in _provenance_cameos(p, authority)]
+    return out
+
+
+def _provenance_cameos(path: Path, authority: Any) -> list[str]:
+    from ._errors import ProvenanceError
+    from ._provenance import verify_output
+
+    try:
+        report = verify_output(path, authority=authority)
+    except ProvenanceError:
+        return []
+    ids = report.claim.get("cameo_ids") or []
+    return [c for c in ids if isinstance(c, str)]
+
+
+def findings(session: Session, result: MediaScan, tokens: Sequence[PermissionToken], *, where: str) -> list[Finding]:
+    """Map what a scan found to denials, given the tokens presented in this call."""
+    owners = {t.owner for t in tokens}
+    remixers = {t.owner for t in tokens if t.purpose == "remix"}
+    out: list[Finding] = []
+    for fname, hit in result.hits:
+        score = {"score": round(hit.score, 4), "metric": hit.metric, "modality": hit.modality, "file": fname,
+                 "where": where}
+        if hit.kind == "protected":
+            out.append(Finding(Reason("screen.protected", f"{where} {fname} shows a {hit.modality} on the protected list"),
+                               None, score))
+        elif hit.who not in owners:
+            acc = session.execute(select(Account.id).where(Account.handle == hit.who)).scalar_one_or_none()
+            out.append(Finding(Reason("screen.unconsented",
+                                      f"{where} {fname} shows an enrolled person's {hit.modality} "
+                                      "without their token in this call"), acc, score))
+    for fname, cameo_id in result.remixed_cameos:
+        row = session.execute(select(Account.id, Account.handle).join(Cameo, Cameo.account_id == Account.id)
+                              .where(Cameo.id == cameo_id)).first()
+        if row is None:
+            continue  # the cameo was deleted; its face, if enrolled again, is caught by matching
+        if row.handle not in remixers:
+            out.append(Finding(Reason("remix.unconsented", f"{where} {fname} was made from a cameo; remixing it "
+                                                          "needs that cameo's token with purpose remix"),
+                               row.id, {"file": fname, "cameo": cameo_id, "where": where}))
+    return out
+
+
+class Screener:
+    """Holds the directory and encoders for one call; the gate calls it inside its transaction."""
+
+    def __init__(self, engine: Any, vault: Any, encoders: Encoders, authority: Any = None) -> None:
+        self._engine = engine
+        self._vault = vault
+        self.encoders = encoders
+        self.authority = authority
+        self._directory: LikenessDirectory | None = None
+        self.references = MediaScan()
+
+    @property
+    def directory(self) -> LikenessDirectory:
+        if self._directory is None:
+            with transaction(self._engine) as s:
+                self._directory = LikenessDirectory.load(s, self._vault)
+        return self._directory
+
+    def prepare(self, references: Sequence[Path]) -> None:
+        if references:
+            self.references = scan(references, directory=self.directory, encoders=self.encoders,
+                                   authority=self.authority)
+
+    def __call__(self, session: Session, *, request: Any, tokens: Sequence[PermissionToken], now: Any) -> list[Finding]:
+        return findings(session, self.references, tokens, where="reference")
+
+    def outputs(self, session: Session, files: Sequence[Path], tokens: Sequence[PermissionToken]) -> list[Finding]:
+        result = scan(files, directory=self.directory, encoders=self.encoders, authority=None)
+        return findings(session, result, tokens, where="output")
