@@ -191,3 +191,14 @@ class EncoderUnavailable(CameoError):
 
     A setup problem, not a bad sample: e.g. an insightface model pack without a detector.
     """
+
+
+# -- index --------------------------------------------------------------------------------------
+class IndexInputError(CameoError):
+    """Ids or vectors the in-memory search index cannot take (duplicate or unknown id, NaN, bad k)."""
+
+    exit_code = 2
+
+
+class IndexDimensionMismatch(IndexInputError):
+    """A vector's dimension differs from the index's (templates of another encoder?)."""

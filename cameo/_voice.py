@@ -1,0 +1,322 @@
+"""Voice: speech checks and the Resemblyzer GE2E speaker encoder (256-d unit vectors).
+
+Resemblyzer never raises on bad audio: silence, noise and a 0.3 s clip all embed to some unit
+vector. :func:`check_speech` is the gate in front of it; every embedding this module returns
+comes from audio that passed it (digital silence, NaN, clipping, no speech, too little speech
+each raise their own :class:`~cameo._errors.VoiceError`).
+
+Audio here is always float32 mono at 16 kHz (see :mod:`cameo._media`).
+
+Calibration (DEV set ``voices/``, LibriSpeech; resemblyzer 0.1.4, torch 2.13 CPU; cosine):
+
+- clip vs clip: same speaker 0.843-0.93 (mean 0.894, n=12), different speakers 0.36-0.810
+  (n=66; the top one is the hard-negative impostor ls_4160 against ls_3080/1);
+- enrolled normalised mean of clips 1+2 vs probe clip 3: genuine 0.882-0.947; the best
+  impostor against any enrolled centroid 0.814 (ls_4160 vs ls_3080), the next 0.745;
+- espeak-ng voices are synthetic and are not reliably different speakers to this model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+
+import numpy as np
+
+from cameo._encoder_id import EncoderId, sha256_file
+from cameo._errors import ClippedAudio, NoiseOnly, SilentAudio, TooLittleSpeech
+from cameo._media import SAMPLE_RATE
+
+__all__ = [
+    "CLIP_FRACTION_MAX",
+    "MIN_CLIP_SECONDS",
+    "MIN_VOICED_SECONDS",
+    "NOISE_VOICED_SECONDS",
+    "SILENCE_DBFS",
+    "VOICE_MATCH_THRESHOLD",
+    "VOICE_SAME_SPEAKER_THRESHOLD",
+    "ResemblyzerVoiceEncoder",
+    "SpeechReport",
+    "check_speech",
+    "voiced_audio",
+]
+
+log = logging.getLogger(__name__)
+
+#: A probe matches an enrolled voice (normalised mean of >= 2 clips) at cosine >= this.
+#: DEV: genuine 0.882-0.947, best impostor 0.814 (ls_4160, a hard negative picked as the closest
+#: LibriSpeech speaker to ls_3080), next 0.745; 0.84 sits in the gap with ~0.03-0.04 either side.
+#: NOTES.md (LibriSpeech, 251 impostor speakers, mean of 3 clips): 0.82 gave 0% FR, 0.11% FA.
+VOICE_MATCH_THRESHOLD = 0.84
+
+#: Enrollment clips are taken as one speaker when every clip scores >= this against the
+#: normalised mean of the others (clip vs clip for two clips).
+#: DEV clip vs clip: same speaker >= 0.843, different <= 0.810 (ls_4160 vs ls_3080/1; the next
+#: different pairs 0.76, 0.75, then <= 0.72). 0.78 keeps 0.06 of margin for genuine clips and
+#: refuses 65 of the 66 different-speaker DEV pairs; the hardest impostor is caught at match time.
+VOICE_SAME_SPEAKER_THRESHOLD = 0.78
+
+#: A clip shorter than this (seconds, whole clip) cannot hold enough speech.
+MIN_CLIP_SECONDS = 2.0
+#: Voiced audio (after VAD) needed to enrol a clip. DEV: real clips 3.06-7.23 s, _bad/short 0.24 s.
+MIN_VOICED_SECONDS = 2.0
+#: Less voiced audio than this in a long-enough clip means no speech at all (noise or hum).
+#: DEV: white noise 0.00 s (raw VAD hits 0.12 s, all removed by smoothing).
+NOISE_VOICED_SECONDS = 0.5
+#: A clip whose loud frames (95th percentile of 30 ms frame levels) stay under this is silent.
+#: DEV: speech p95 -23.5 to -10.0 dBFS; the silent head-movement video -59.5 dBFS (its noise
+#: floor, amplified by volume normalisation, fools webrtcvad into 7 s of "speech").
+SILENCE_DBFS = -50.0
+#: Frames quieter than this are never voiced, whatever the VAD says (same reason).
+VOICED_FLOOR_DBFS = -55.0
+#: Clipping: share of samples at (>= 99.5% of) the clip's peak, when the peak is loud.
+#: DEV clips: <= 0.0002 (AAC overshoot on one video); hard-clipped speech: several percent.
+CLIP_FRACTION_MAX = 0.005
+_CLIP_PEAK_MIN = 0.25
+#: Frames whose spectral flatness (geometric / arithmetic mean of the power spectrum) is at least
+#: this are noise, not voice (webrtcvad calls loud white noise speech). DEV speech frames the VAD
+#: keeps: median 0.001-0.015, p90 <= 0.18; white noise 0.56-0.60.
+MAX_FLATNESS = 0.35
+#: Speech is modulated (syllables, pauses): the 10-90 percentile range of the voiced frames'
+#: levels is at least this many dB. DEV speech 14.1-29.6 dB; steady sounds the VAD takes for
+#: speech: 50 Hz hum 0.0, a 440 Hz tone 0.1, brown noise 5.8, white noise 0.7.
+MIN_LEVEL_SPREAD_DB = 10.0
+
+_VAD_WINDOW_MS = 30  # resemblyzer hparams: vad_window_length
+_VAD_SMOOTH = 8  # vad_moving_average_width
+_VAD_MAX_SILENCE = 6  # vad_max_silence_length (windows kept around voiced runs)
+_NORM_TARGET_DBFS = -30.0  # audio_norm_target_dBFS
+
+
+@dataclass(frozen=True)
+class SpeechReport:
+    """What :func:`check_speech` measured on a clip that passed."""
+
+    duration: float
+    voiced_seconds: float
+    level_p95_dbfs: float
+    clipped_fraction: float
+    voiced: np.ndarray = field(repr=False, compare=False)  # volume-normalised, silences trimmed
+
+
+def _frame_levels_db(x: np.ndarray, win: int) -> np.ndarray:
+    n = len(x) // win
+    if n == 0:
+        return np.array([-200.0])
+    fr = x[: n * win].reshape(n, win).astype(np.float64)
+    return 10.0 * np.log10(np.mean(fr * fr, axis=1) + 1e-20)
+
+
+def _flatness(x: np.ndarray, win: int) -> np.ndarray:
+    n = len(x) // win
+    if n == 0:
+        return np.zeros(0)
+    fr = x[: n * win].reshape(n, win).astype(np.float64) * np.hanning(win)
+    p = np.abs(np.fft.rfft(fr, axis=1)) ** 2 + 1e-12
+    return np.exp(np.mean(np.log(p), axis=1)) / np.mean(p, axis=1)
+
+
+def _vad_mask(x: np.ndarray, levels_db: np.ndarray) -> np.ndarray:
+    """Per 30 ms window: webrtcvad (mode 3) on volume-normalised audio, gated by absolute level
+    and spectral flatness, smoothed with resemblyzer's moving average. One bool per window."""
+    import webrtcvad
+
+    win = SAMPLE_RATE * _VAD_WINDOW_MS // 1000
+    n = len(x) // win
+    pcm = (np.clip(x[: n * win], -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    vad = webrtcvad.Vad(3)
+    step = win * 2
+    flags = np.fromiter(
+        (vad.is_speech(pcm[i * step : (i + 1) * step], SAMPLE_RATE) for i in range(n)), dtype=bool, count=n
+    )
+    flags &= levels_db[:n] >= VOICED_FLOOR_DBFS
+    flags &= _flatness(x, win) < MAX_FLATNESS
+    w = _VAD_SMOOTH
+    padded = np.concatenate((np.zeros((w - 1) // 2), flags.astype(np.float64), np.zeros(w // 2)))
+    c = np.cumsum(padded)
+    c[w:] = c[w:] - c[:-w]
+    return np.round(c[w - 1 :] / w).astype(bool)
+
+
+def _normalise_volume(x: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    db = 20.0 * np.log10(rms + 1e-20)
+    if db >= _NORM_TARGET_DBFS:  # increase only, as resemblyzer does
+        return x
+    return (x * (10.0 ** ((_NORM_TARGET_DBFS - db) / 20.0))).astype(np.float32)
+
+
+def check_speech(samples: np.ndarray, *, source: str | None = None) -> SpeechReport:
+    """Refuse audio that cannot give a faithful voice embedding; describe audio that can.
+
+    ``samples``: float32 mono at 16 kHz. Order of checks (the first that fails raises):
+
+    1. :class:`SilentAudio` - empty, NaN/inf, digital silence, or near silence
+       (95th-percentile frame level < :data:`SILENCE_DBFS`);
+    2. :class:`TooLittleSpeech` - the clip is shorter than :data:`MIN_CLIP_SECONDS`;
+    3. :class:`ClippedAudio` - more than :data:`CLIP_FRACTION_MAX` of the samples sit at the peak;
+    4. :class:`NoiseOnly` - the VAD (gated by level and spectral flatness) finds under
+       :data:`NOISE_VOICED_SECONDS` of speech, or what it finds is a steady sound whose level
+       hardly varies (:data:`MIN_LEVEL_SPREAD_DB`);
+    5. :class:`TooLittleSpeech` - under :data:`MIN_VOICED_SECONDS` of voiced audio.
+    """
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise ValueError("samples must be mono (1-D)")
+    x = x.astype(np.float32, copy=False)
+    if x.size == 0:
+        raise SilentAudio("no audio samples", source=source)
+    if not np.all(np.isfinite(x)):
+        raise SilentAudio("audio holds NaN or infinite samples", source=source)
+    duration = x.size / SAMPLE_RATE
+    peak = float(np.max(np.abs(x)))
+    if peak < 1e-4:  # below -80 dBFS: nothing was recorded
+        raise SilentAudio(f"digital silence ({duration:.1f} s, peak {peak:.1e})", source=source)
+    win = SAMPLE_RATE * _VAD_WINDOW_MS // 1000
+    levels = _frame_levels_db(x, win)
+    p95 = float(np.percentile(levels, 95))
+    if p95 < SILENCE_DBFS:
+        raise SilentAudio(
+            f"near silence: loudest frames at {p95:.0f} dBFS (speech needs > {SILENCE_DBFS:.0f} dBFS)",
+            source=source,
+        )
+    if duration < MIN_CLIP_SECONDS:
+        raise TooLittleSpeech(
+            f"clip is {duration:.2f} s long; at least {MIN_VOICED_SECONDS:.0f} s of speech is needed",
+            source=source,
+        )
+    clipped = 0.0
+    if peak >= _CLIP_PEAK_MIN:
+        clipped = float(np.count_nonzero(np.abs(x) >= 0.995 * peak)) / x.size
+        if clipped > CLIP_FRACTION_MAX:
+            raise ClippedAudio(
+                f"{clipped:.1%} of the samples are at full scale (distorted recording)", source=source
+            )
+    normed = _normalise_volume(x)
+    mask = _vad_mask(normed, levels)
+    voiced_s = float(np.count_nonzero(mask)) * _VAD_WINDOW_MS / 1000.0
+    if voiced_s < NOISE_VOICED_SECONDS:
+        raise NoiseOnly(f"no speech detected in {duration:.1f} s of audio", source=source)
+    voiced_levels = levels[: mask.size][mask]
+    spread = float(np.percentile(voiced_levels, 90) - np.percentile(voiced_levels, 10))
+    if spread < MIN_LEVEL_SPREAD_DB:
+        raise NoiseOnly(
+            f"a steady sound (hum, tone or noise), not speech: level varies by {spread:.0f} dB", source=source
+        )
+    if voiced_s < MIN_VOICED_SECONDS:
+        raise TooLittleSpeech(
+            f"only {voiced_s:.1f} s of speech; at least {MIN_VOICED_SECONDS:.0f} s is needed", source=source
+        )
+    # resemblyzer's trim_long_silences: keep voiced windows dilated by up to 6 windows each side
+    from scipy.ndimage import binary_dilation
+
+    keep = binary_dilation(mask, np.ones(_VAD_MAX_SILENCE + 1, dtype=bool))
+    keep = np.repeat(keep, win)
+    voiced = np.ascontiguousarray(normed[: keep.size][keep], dtype=np.float32)
+    return SpeechReport(
+        duration=duration,
+        voiced_seconds=voiced_s,
+        level_p95_dbfs=p95,
+        clipped_fraction=clipped,
+        voiced=voiced,
+    )
+
+
+def voiced_audio(samples: np.ndarray, *, source: str | None = None) -> np.ndarray:
+    """:func:`check_speech`, then the volume-normalised audio with long silences trimmed."""
+    return check_speech(samples, source=source).voiced
+
+
+_WEIGHTS_SHA: dict[str, str] = {}
+_LOCK = threading.Lock()
+
+
+def _resemblyzer_weights() -> Path:
+    return Path(str(resources.files("resemblyzer") / "pretrained.pt"))
+
+
+class ResemblyzerVoiceEncoder:
+    """Resemblyzer GE2E speaker encoder on CPU: 256-d unit vectors, cosine similarity.
+
+    The model is loaded once, lazily, on the first :meth:`embed`; its weights digest is computed
+    once per process. ``embed`` runs :func:`check_speech` first unless told the audio was
+    already checked (``checked=True`` with the :attr:`SpeechReport.voiced` array).
+    """
+
+    family = "resemblyzer-ge2e"
+    dim = 256
+    metric = "ip"  # unit vectors: inner product == cosine
+    threshold = VOICE_MATCH_THRESHOLD
+    same_speaker_threshold = VOICE_SAME_SPEAKER_THRESHOLD
+
+    def __init__(self) -> None:
+        self._model: object | None = None
+        self._encoder_id: EncoderId | None = None
+
+    @property
+    def encoder_id(self) -> EncoderId:
+        if self._encoder_id is None:
+            path = _resemblyzer_weights()
+            key = str(path)
+            with _LOCK:
+                if key not in _WEIGHTS_SHA:
+                    _WEIGHTS_SHA[key] = sha256_file(path)
+            self._encoder_id = EncoderId(self.family, metadata.version("resemblyzer"), _WEIGHTS_SHA[key])
+        return self._encoder_id
+
+    def _load(self) -> object:
+        if self._model is None:
+            with _LOCK:
+                if self._model is None:
+                    from resemblyzer import VoiceEncoder
+
+                    self._model = VoiceEncoder("cpu", verbose=False)
+        return self._model
+
+    def embed(self, samples: np.ndarray, *, source: str | None = None, checked: bool = False) -> np.ndarray:
+        """Unit 256-d float32 embedding of one clip (16 kHz mono float32).
+
+        Raises a :class:`~cameo._errors.VoiceError` subclass for audio that fails the checks.
+        """
+        wav = (
+            np.asarray(samples, dtype=np.float32) if checked else check_speech(samples, source=source).voiced
+        )
+        model = self._load()
+        emb = np.asarray(model.embed_utterance(wav), dtype=np.float32)  # type: ignore[attr-defined]
+        n = float(np.linalg.norm(emb))
+        if not np.isfinite(n) or n == 0.0:  # pragma: no cover - defensive; checks make this unreachable
+            raise NoiseOnly("the voice encoder produced no usable embedding", source=source)
+        return emb / n
+
+    def embed_with_partials(
+        self, samples: np.ndarray, *, source: str | None = None, checked: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`embed`, plus the unit partial embeddings (one per 1.6 s window, 1.3 a
+        second) in time order, for detecting a change of speaker within the clip."""
+        wav = (
+            np.asarray(samples, dtype=np.float32) if checked else check_speech(samples, source=source).voiced
+        )
+        model = self._load()
+        emb, partials, _ = model.embed_utterance(wav, return_partials=True)  # type: ignore[attr-defined]
+        emb = np.asarray(emb, dtype=np.float32)
+        return emb / np.linalg.norm(emb), np.asarray(partials, dtype=np.float32)
+
+    @staticmethod
+    def similarity(a: np.ndarray, b: np.ndarray) -> float:
+        """Cosine similarity (higher is closer)."""
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        """1 - cosine similarity (lower is closer)."""
+        return 1.0 - self.similarity(a, b)
+
+    def matches(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return self.similarity(a, b) >= self.threshold
+
+    def __repr__(self) -> str:
+        return f"ResemblyzerVoiceEncoder(loaded={self._model is not None})"
