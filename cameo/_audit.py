@@ -33,10 +33,34 @@ def init_audit(session: Session) -> None:
         session.flush()
 
 
-def append(session: Session, event: str, *, now: datetime, actor: str | None = None, subject: str | None = None,
+class RawAppender:
+    """Appends through a DB-API cursor of the caller's transaction (the gate's hot path): the same
+    entry and hash as :func:`append`, without SQLAlchemy's per-statement overhead."""
+
+    def __init__(self, dialect: str) -> None:
+        p = "%s" if dialect == "postgresql" else "?"
+        self._head = "SELECT seq, hash FROM log_head WHERE id = 1" + (" FOR UPDATE" if dialect == "postgresql" else "")
+        self._insert = ("INSERT INTO audit_log (seq, ts, event, actor, subject, detail, prev_hash, hash)"
+                        f" VALUES ({', '.join([p] * 8)})")
+        self._advance = f"UPDATE log_head SET seq = {p}, hash = {p} WHERE id = 1"
+
+    def __call__(self, cur: Any, event: str, *, now: datetime, actor: str | None = None,
+                 subject: str | None = None, detail: dict[str, Any] | None = None) -> int:
+        cur.execute(self._head)
+        seq0, prev = cur.fetchone()
+        seq, stamp, body = seq0 + 1, ts(now), encode_detail(detail or {})
+        h = entry_hash(prev, seq=seq, ts=stamp, event=event, actor=actor, subject=subject, detail=body)
+        cur.execute(self._insert, (seq, stamp, event, actor, subject, body, prev, h))
+        cur.execute(self._advance, (seq, h))
+        return seq
+
+
+def append(session: Any, event: str, *, now: datetime, actor: str | None = None, subject: str | None = None,
            detail: dict[str, Any] | None = None) -> int:
-    """Append one entry; returns its sequence number. Serialised by the head row's lock."""
-    conn = session.connection()  # Core on the session's connection: same transaction, no ORM overhead
+    """Append one entry; returns its sequence number. Serialised by the head row's lock.
+
+    ``session`` is an ORM Session or a Core Connection of the caller's transaction."""
+    conn = session.connection() if isinstance(session, Session) else session
     seq0, prev = conn.execute(_HEAD).one()
     seq = seq0 + 1
     stamp = ts(now)
@@ -82,6 +106,8 @@ def verify_chain(session: Session) -> ChainReport:
     head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one_or_none()
     if head is None:
         return ChainReport(False, n, None, "the chain head is missing")
+    if head.seq < expect_seq - 1:
+        return ChainReport(False, n, head.seq + 1, f"entries after {head.seq} were added behind the chain head")
     if head.seq != expect_seq - 1 or head.hash != prev:
         return ChainReport(False, n, expect_seq, "the log ends before its recorded head: entries were removed")
     return ChainReport(True, n, None, None)

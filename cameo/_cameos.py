@@ -173,9 +173,18 @@ def load_protected(session: Session, vault: Vault) -> list[tuple[str, str, str, 
 def retention_run(session: Session, *, now: datetime, max_idle: timedelta = DEFAULT_RETENTION,
                   dry_run: bool = False) -> dict[str, Any]:
     """Delete every cameo unused for longer than ``max_idle`` (or whose consent expired)."""
+    from sqlalchemy import func
+
+    from ._models import GrantRow, TokenUse
+
+    last_use = dict(session.execute(select(GrantRow.owner_id, func.max(TokenUse.used_at))
+                                    .join(TokenUse, TokenUse.grant_id == GrantRow.id).group_by(GrantRow.owner_id)).all())
     due = []
     for acc, cameo in session.execute(select(Account, Cameo).join(Cameo, Cameo.account_id == Account.id)):
-        idle = now - parse_time(cameo.last_used_at, "last_used_at")
+        # last interaction: the newest use of any of the owner's grants (the gate records each in
+        # token_uses), else the enrollment
+        last = max(cameo.last_used_at, last_use.get(acc.id) or "")
+        idle = now - parse_time(last, "last use")
         expired = cameo.expires_at is not None and parse_time(cameo.expires_at, "expires_at") <= now
         if idle > max_idle or expired:
             due.append((acc.handle, "consent expired" if expired else f"unused for {idle.days} days"))

@@ -3,10 +3,13 @@
 The caller owns the Session: library functions take one and never commit. The CLI opens one
 transaction per command with :func:`transaction`.
 
-SQLite: WAL with ``synchronous=FULL`` (every commit durable), foreign keys on, ``secure_delete`` on
-(freed pages are zeroed: a destroyed data key does not linger in the file), and every transaction
-starts with ``BEGIN IMMEDIATE`` so that writers across processes serialise at the start of a
-decision rather than failing at its end. PostgreSQL: READ COMMITTED; the few rows that must be
+SQLite: the rollback journal (``journal_mode=DELETE``, SQLite's default) with ``synchronous=FULL``
+(every commit durable), foreign keys on, ``secure_delete`` on (freed pages are zeroed: a destroyed
+data key does not linger in the file), and every transaction starts with ``BEGIN IMMEDIATE`` so
+that writers across processes serialise at the start of a decision rather than failing at its
+end. Not WAL: every transaction here writes (audit entries), so WAL's concurrent readers buy
+nothing, and WAL keeps old page images (a destroyed wrapped data key, say) in the ``-wal`` file
+until a checkpoint, while a rollback journal's pre-images are gone when the transaction commits. PostgreSQL: READ COMMITTED; the few rows that must be
 serialised (grant use counters, the audit head) are taken with row locks.
 """
 
@@ -29,15 +32,22 @@ class DatabaseError(CameoError):
     """The database could not be reached or refused an operation."""
 
 
+# SQLAlchemy 2.1 reports CursorResult.rowcount only for UPDATE and DELETE unless asked to keep it;
+# the gate's single-use check reads the rowcount of an INSERT ... ON CONFLICT DO NOTHING (on
+# PostgreSQL it was -1: every release was denied as "already used").
+_ROWCOUNT = {"preserve_rowcount": True}
+
+
 def make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"isolation_level": None, "timeout": 30})
+            engine = create_engine(url, connect_args={"isolation_level": None, "timeout": 30},
+                                   execution_options=_ROWCOUNT)
 
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _rec):  # type: ignore[no-untyped-def]
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA journal_mode=DELETE")
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA secure_delete=ON")
@@ -49,7 +59,7 @@ def make_engine(url: str) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
             return engine
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, execution_options=_ROWCOUNT)
     except (SQLAlchemyError, ImportError, ValueError) as e:
         raise DatabaseError(f"cannot use database URL ({type(e).__name__})") from e
 
@@ -89,6 +99,10 @@ def upgrade(engine: Engine) -> None:
 
 
 def require_schema(engine: Engine) -> None:
+    db = engine.url.database
+    if engine.url.get_backend_name() == "sqlite" and db and db != ":memory:" and not Path(db).exists():
+        # (connecting would create an empty file, or fail with a bare OperationalError without a home)
+        raise NotInitialised("no cameo registry here: run `cameo init` first")
     try:
         if not inspect(engine).has_table("log_head"):
             raise NotInitialised("no cameo registry in this database: run `cameo init` first")

@@ -77,9 +77,9 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
                      "restrictions": sorted({r for c in bundle.cameos for r in c.restrictions}),
                      "generator_id": generator, "request_digest": request.digest}
         toks = _tokens(keyring, tokens)
-        with transaction(eng) as s:  # 4
-            found = screener.outputs(s, files, toks)
-            if found:
+        found = screener.outputs(files, toks)  # 4
+        if found:
+            with transaction(eng) as s:
                 for f in files:
                     f.unlink(missing_ok=True)
                 for t in toks:
@@ -87,7 +87,8 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
                     audit_append(s, "gate:output:withheld", now=now, subject=owner,
                                  detail={"generator": generator, "request_digest": request.digest,
                                          "token": t.jti, "reasons": [f.reason.as_dict() for f in found]})
-                notify(s, found, generator_id=generator, request=request, now=now)
+                notify(lambda *a, **k: audit_append(s, *a, **k), found, generator_id=generator, request=request,
+                       now=now)
         if found:
             raise ScreeningDenied(tuple(f.reason for f in found))
         outputs = []

@@ -78,8 +78,24 @@ def _provenance_cameos(path: Path, authority: Any) -> list[str]:
     return [c for c in ids if isinstance(c, str)]
 
 
-def findings(session: Session, result: MediaScan, tokens: Sequence[PermissionToken], *, where: str) -> list[Finding]:
-    """Map what a scan found to denials, given the tokens presented in this call."""
+def resolve(session: Session, result: MediaScan) -> dict[str, tuple[str, str]]:
+    """Account id and handle for every cameo a scan names (by handle or by cameo id)."""
+    out: dict[str, tuple[str, str]] = {}
+    handles = {hit.who for _, hit in result.hits if hit.kind == "cameo"}
+    if handles:
+        for aid, h in session.execute(select(Account.id, Account.handle).where(Account.handle.in_(handles))):
+            out[h] = (aid, h)
+    cids = {c for _, c in result.remixed_cameos}
+    if cids:
+        for cid, aid, h in session.execute(select(Cameo.id, Account.id, Account.handle)
+                                           .join(Account, Account.id == Cameo.account_id).where(Cameo.id.in_(cids))):
+            out[cid] = (aid, h)
+    return out
+
+
+def findings(result: MediaScan, ids: dict[str, tuple[str, str]], tokens: Sequence[PermissionToken], *,
+             where: str) -> list[Finding]:
+    """Map what a scan found to denials, given the tokens presented in this call. Pure."""
     owners = {t.owner for t in tokens}
     remixers = {t.owner for t in tokens if t.purpose == "remix"}
     out: list[Finding] = []
@@ -90,19 +106,17 @@ def findings(session: Session, result: MediaScan, tokens: Sequence[PermissionTok
             out.append(Finding(Reason("screen.protected", f"{where} {fname} shows a {hit.modality} on the protected list"),
                                None, score))
         elif hit.who not in owners:
-            acc = session.execute(select(Account.id).where(Account.handle == hit.who)).scalar_one_or_none()
             out.append(Finding(Reason("screen.unconsented",
                                       f"{where} {fname} shows an enrolled person's {hit.modality} "
-                                      "without their token in this call"), acc, score))
+                                      "without their token in this call"), ids.get(hit.who, (None, ""))[0], score))
     for fname, cameo_id in result.remixed_cameos:
-        row = session.execute(select(Account.id, Account.handle).join(Cameo, Cameo.account_id == Account.id)
-                              .where(Cameo.id == cameo_id)).first()
-        if row is None:
+        if cameo_id not in ids:
             continue  # the cameo was deleted; its face, if enrolled again, is caught by matching
-        if row.handle not in remixers:
+        aid, handle = ids[cameo_id]
+        if handle not in remixers:
             out.append(Finding(Reason("remix.unconsented", f"{where} {fname} was made from a cameo; remixing it "
                                                           "needs that cameo's token with purpose remix"),
-                               row.id, {"file": fname, "cameo": cameo_id, "where": where}))
+                               aid, {"file": fname, "cameo": cameo_id, "where": where}))
     return out
 
 
@@ -116,6 +130,7 @@ class Screener:
         self.authority = authority
         self._directory: LikenessDirectory | None = None
         self.references = MediaScan()
+        self._ids: dict[str, tuple[str, str]] = {}
 
     @property
     def directory(self) -> LikenessDirectory:
@@ -124,14 +139,22 @@ class Screener:
                 self._directory = LikenessDirectory.load(s, self._vault)
         return self._directory
 
+    def _scan(self, files: Sequence[Path], *, authority: Any) -> tuple[MediaScan, dict[str, tuple[str, str]]]:
+        result = scan(files, directory=self.directory, encoders=self.encoders, authority=authority)
+        ids: dict[str, tuple[str, str]] = {}
+        if result.hits or result.remixed_cameos:
+            with transaction(self._engine) as s:
+                ids = resolve(s, result)
+        return result, ids
+
     def prepare(self, references: Sequence[Path]) -> None:
+        """Probe the request's references (before the gate's transaction: slow, needs no lock)."""
         if references:
-            self.references = scan(references, directory=self.directory, encoders=self.encoders,
-                                   authority=self.authority)
+            self.references, self._ids = self._scan(references, authority=self.authority)
 
-    def __call__(self, session: Session, *, request: Any, tokens: Sequence[PermissionToken], now: Any) -> list[Finding]:
-        return findings(session, self.references, tokens, where="reference")
+    def __call__(self, *, request: Any, tokens: Sequence[PermissionToken], now: Any) -> list[Finding]:
+        return findings(self.references, self._ids, tokens, where="reference")
 
-    def outputs(self, session: Session, files: Sequence[Path], tokens: Sequence[PermissionToken]) -> list[Finding]:
-        result = scan(files, directory=self.directory, encoders=self.encoders, authority=None)
-        return findings(session, result, tokens, where="output")
+    def outputs(self, files: Sequence[Path], tokens: Sequence[PermissionToken]) -> list[Finding]:
+        result, ids = self._scan(files, authority=None)
+        return findings(result, ids, tokens, where="output")
