@@ -58,19 +58,17 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _passphrase(handle: str, *, confirm: bool = False) -> str:
+def _passphrase(handle: str, as_json: bool, *, confirm: bool = False) -> str:
     env = os.environ.get("CAMEO_PASSPHRASE")
     if env is not None:
         return env
     if not sys.stdin.isatty():
-        _fail(2, f"no passphrase for {handle}: set CAMEO_PASSPHRASE or run in a terminal", False)
-    return getpass.getpass(f"passphrase for {handle}: ") if not confirm else _confirm_pass(handle)
-
-
-def _confirm_pass(handle: str) -> str:
+        _fail(2, f"no passphrase for {handle}: set CAMEO_PASSPHRASE or run in a terminal", as_json)
+    if not confirm:
+        return getpass.getpass(f"passphrase for {handle}: ")
     a = getpass.getpass(f"new passphrase for {handle}: ")
     if a != getpass.getpass("again: "):
-        _fail(2, "the passphrases differ", False)
+        _fail(2, "the passphrases differ", as_json)
     return a
 
 
@@ -106,7 +104,7 @@ def _run(fn: Callable[[], Any], as_json: bool, show: Callable[[Any], None] | Non
             raise
         _fail(1, f"internal error ({type(e).__name__}); run with CAMEO_DEBUG=1 for a traceback", as_json)
     if as_json:
-        print(json.dumps(result, default=str))
+        print(json.dumps(result.as_dict() if hasattr(result, "as_dict") else result, default=str))
     elif show is not None:
         show(result)
     return result
@@ -116,11 +114,11 @@ def _echo(text: str) -> Callable[[Any], None]:
     return lambda r: typer.echo(text.format(**r) if isinstance(r, dict) else text)
 
 
-def _csv(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+def _csv(value: str, allowed: tuple[str, ...], what: str, as_json: bool) -> tuple[str, ...]:
     items = tuple(x.strip() for x in value.split(",") if x.strip())
     bad = [x for x in items if x not in allowed]
     if not items or bad or len(set(items)) != len(items):
-        raise typer.BadParameter(f"{what} must be a comma-separated list of {', '.join(allowed)}")
+        _fail(2, f"{what} must be a comma-separated list of {', '.join(allowed)}", as_json)
     return items
 
 
@@ -139,7 +137,7 @@ def account_create(handle: str, as_json: JsonOpt = False) -> None:
     """Create an account with a new Ed25519 key in the passphrase-protected keystore."""
     from cameo._app import account_create as do
 
-    pw = _passphrase(handle, confirm=True)
+    pw = _passphrase(handle, as_json, confirm=True)
     _run(lambda: do(_home(), handle, pw, now=_now()), as_json, _echo("account {handle} created (key {key_id})"))
 
 
@@ -166,10 +164,10 @@ def grant(
     from cameo._app import grant as do
     from consent import MODALITIES, PURPOSES
 
-    mods = _csv(modality, MODALITIES, "--modality")
-    purps = _csv(purpose, PURPOSES, "--purpose")
+    mods = _csv(modality, MODALITIES, "--modality", as_json)
+    purps = _csv(purpose, PURPOSES, "--purpose", as_json)
     gens = tuple(g.strip() for x in generator for g in x.split(",") if g.strip())
-    pw = _passphrase(owner)
+    pw = _passphrase(owner, as_json)
     _run(lambda: do(_home(), owner, to, passphrase=pw, modalities=mods, purposes=purps, generators=gens, uses=uses,
                     expires=expires, now=_now()), as_json,
          _echo("grant {grant_id}: {owner} -> {grantee}, {max_uses} use(s) until {not_after}"))
@@ -198,7 +196,7 @@ def revoke(
     """OWNER signs a revocation of one grant, or withdraws consent entirely (--all)."""
     from cameo._app import revoke as do
 
-    pw = _passphrase(owner)
+    pw = _passphrase(owner, as_json)
     _run(lambda: do(_home(), owner, passphrase=pw, grant_id=grant_id, everything=everything, now=_now()), as_json,
          lambda r: typer.echo(f"revoked ({r['scope']}): {', '.join(r['revoked_grants']) or 'nothing live'}"))
 
@@ -223,7 +221,7 @@ def token(
     """Mint a short-lived, single-use permission token bound to one generator and one request."""
     from cameo._app import token as do
 
-    pw = _passphrase(as_)
+    pw = _passphrase(as_, as_json)
     _run(lambda: do(_home(), owner, as_, passphrase=pw, generator=generator, request=_request(request),
                     purpose=purpose, grant_id=grant_id, ttl=ttl, now=_now()), as_json,
          lambda r: typer.echo(r["token"]))
@@ -270,9 +268,9 @@ def audit_verify(as_json: JsonOpt = False) -> None:
     """Recompute the hash chain; exit 0 if intact, else 3 naming the first bad entry."""
     from cameo._app import audit_verify as do
 
-    r = _run(lambda: do(_home()), as_json and False)
+    r = _run(lambda: do(_home()), as_json, lambda r: None)
     if as_json:
-        print(json.dumps(r.as_dict()))
+        pass  # _run printed the report
     elif r.ok:
         typer.echo(f"audit log intact: {r.entries} entries")
     else:
@@ -320,8 +318,8 @@ def enroll(
     from cameo._enrollment import enroll as do
     from consent import PURPOSES
 
-    purps = _csv(purpose, PURPOSES, "--purpose")
-    pw = _passphrase(handle)
+    purps = _csv(purpose, PURPOSES, "--purpose", as_json)
+    pw = _passphrase(handle, as_json)
     bar, cb = _progress(not as_json)
     faces, voices = _extra_paths(face), _extra_paths(voice)
 
@@ -382,7 +380,7 @@ def delete(handle: str, as_json: JsonOpt = False) -> None:
     """Withdraw consent and crypto-shred HANDLE's templates (the data key is destroyed)."""
     from cameo._enrollment import delete as do
 
-    pw = _passphrase(handle)
+    pw = _passphrase(handle, as_json)
     _run(lambda: do(_home(), handle, passphrase=pw, now=_now()), as_json,
          _echo("deleted {handle}'s cameo: data key destroyed, {templates_destroyed} template(s) gone"))
 

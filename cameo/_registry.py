@@ -27,6 +27,7 @@ from consent import (
     Revocation,
     TokenKeyring,
     TokenRequest,
+    VerificationError,
     VerifyKey,
     audience_allows,
     evaluate_grant,
@@ -198,6 +199,8 @@ def submit_revocation(session: Session, data: bytes, *, now: datetime) -> dict[s
     """Verify an owner-signed revocation and apply it: one grant, or all consent (withdrawal)."""
     owner = get_account(session, Revocation.peek_signer(data))
     rev = Revocation.from_bytes(data, account_key(owner))
+    if session.get(RevocationRow, rev.id) is not None:  # a replayed document: bad input, not a crash
+        raise DuplicateHandle("a revocation with this id was already applied")
     stamp = fmt_time(now)
     if rev.scope == "grant":
         row = session.get(GrantRow, rev.target)
@@ -251,7 +254,11 @@ def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: d
     """
     # 1. the grantee proves possession of the key on file by signing the request
     grantee = get_account(session, TokenRequest.peek_signer(request_data))
-    req = TokenRequest.from_bytes(request_data, account_key(grantee))
+    try:
+        req = TokenRequest.from_bytes(request_data, account_key(grantee))
+    except VerificationError:
+        # no proof of possession: a denial like any other, recorded for the owner the request names
+        return _deny_unproven(session, request_data, grantee, now=now)
     owner = get_account(session, req.owner)
     get_generator(session, req.generator)
     reasons: list[Reason] = []
@@ -277,9 +284,11 @@ def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: d
         if isinstance(decision, Allowed):
             chosen = (row, grant)
             break
-        best = best or decision
+        if best is None:  # (a Denied is falsy: compare with None, or its reasons are lost)
+            best = decision
     if chosen is None:
-        reasons.extend(best.reasons if best else [Reason("grant.none", f"{owner.handle} has granted {grantee.handle} nothing")])
+        reasons.extend(best.reasons if best is not None
+                       else [Reason("grant.none", f"{owner.handle} has granted {grantee.handle} nothing")])
     detail: dict[str, Any] = {"request": req.id, "generator": req.generator, "request_digest": req.request_digest,
                               "grantee": grantee.id}
     if reasons:
@@ -295,6 +304,21 @@ def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: d
     detail.update({"token": claims.jti, "grant": grant.id, "expires": fmt_time(claims.expires)})
     audit.append(session, "token:mint", now=now, actor=grantee.id, subject=owner.id, detail=detail)
     return Minted(token=token, claims=claims)
+
+
+def _deny_unproven(session: Session, request_data: bytes, grantee: Account, *, now: datetime) -> Minted:
+    """A token request whose signature does not verify under the grantee's key on file."""
+    from consent import Envelope, MalformedDocument, strict_json_loads
+
+    claimed = strict_json_loads(Envelope.from_bytes(request_data).body, "token request")
+    named = claimed.get("owner") if isinstance(claimed, dict) else None
+    if not isinstance(named, str):
+        raise MalformedDocument("the token request names no owner")
+    owner = get_account(session, named)
+    reasons = (Reason("request.signature", "the token request is not signed by the grantee's key on file"),)
+    audit.append(session, "token:mint:denied", now=now, actor=None, subject=owner.id,
+                 detail={"grantee": grantee.id, "reasons": [r.as_dict() for r in reasons]})
+    return Minted(denied=Denied(reasons))
 
 
 def token_used(session: Session, jti: str) -> bool:

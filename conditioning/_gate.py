@@ -42,6 +42,7 @@ from cameo._audit import RawAppender
 from cameo._db import DatabaseError
 from cameo._errors import Reason
 from cameo._request import GenerationRequest
+from cameo._errors import VaultError
 from cameo._vault import Vault
 from consent import DEFAULT_SKEW, ConsentError, PermissionToken, TokenKeyring, fmt_time, parse_token
 
@@ -331,7 +332,11 @@ class Gate:
                 if not decision.allowed:
                     raise _Denial(decision, found)  # rolls back any partial consumption
                 if load_templates:
-                    items = [self._open(cur, v) for v in decision.verdicts]  # step 11
+                    try:
+                        items = [self._open(cur, v) for v in decision.verdicts]  # step 11
+                    except VaultError as e:  # a template or key that does not open: tampered or moved
+                        raise _Denial(GateDecision(decision.verdicts, decision.extra + (
+                            Reason("vault.integrity", f"the cameo's templates do not decrypt ({e})"),))) from None
                 self._audit(cur, "gate:release", decision, generator_id=generator_id, request=request, now=now)
         except _Denial as d:
             # the denial changes nothing but the log: record it in a transaction of its own, durably,
