@@ -27,6 +27,14 @@ _INSERT = insert(_log_t)
 _ADVANCE = update(_head_t).where(_head_t.c.id == 1)
 
 
+def serialise(session: Session) -> None:
+    """Take the registry-wide write lock now rather than at the first audit append: for a check
+    followed by a write that must not interleave with another process's (is this face someone
+    else's? then seal). SQLite transactions here already start with BEGIN IMMEDIATE; on
+    PostgreSQL this is the audit head's row lock, which every write takes anyway."""
+    session.connection().execute(_HEAD).one()
+
+
 def init_audit(session: Session) -> None:
     if session.get(AuditHead, 1) is None:
         session.add(AuditHead(id=1, seq=0, hash=GENESIS))

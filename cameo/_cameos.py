@@ -57,8 +57,15 @@ def seal_cameo(session: Session, vault: Vault, *, owner: Account, consent_bytes:
         raise KeyMismatch("the consent record names another owner or key")
     if not record.adult_attested:
         raise AgeNotAttested("the owner must attest to being 18 or over")
-    if sorted(t.as_dict()["digest"] for t in record.templates) != sorted(t.commitment().digest for t in templates):
+    # the whole commitment (modality, encoder, digest, samples), not just the digest: the gate releases
+    # templates by modality, and templates of one encoder are only ever compared with that encoder's
+    def key(c: TemplateCommitment) -> tuple[str, str, str, int]:
+        return (c.modality, c.encoder, c.digest, c.samples)
+
+    if not templates or sorted(map(key, record.templates)) != sorted(key(t.commitment()) for t in templates):
         raise BadInput("the consent record does not commit to exactly the templates being stored")
+    if set(record.modalities) != {t.modality for t in templates}:
+        raise BadInput("the consent record's modalities are not those of the templates being stored")
     existing = session.execute(select(Cameo).where(Cameo.account_id == owner.id)).scalar_one_or_none()
     if existing is not None:
         if existing.status == "active":

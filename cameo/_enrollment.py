@@ -20,6 +20,7 @@ from consent import AUDIENCES, ConsentRecord, new_id
 
 from . import _registry as reg
 from ._app import engine_for
+from ._audit import serialise
 from ._cameos import TemplateInput, add_protected, delete_cameo, describe, retention_run, seal_cameo
 from ._db import transaction
 from ._errors import AgeNotAttested, BadInput, IdentityConflict, ProtectedIdentity
@@ -110,6 +111,7 @@ def enroll(home: Home, handle: str, *, passphrase: str, faces: list[Path], voice
     encoders = Encoders(face_model)
     templates, report = _templates(encoders, faces=faces, voices=voices, video=video, progress=progress)
     with transaction(eng) as s:
+        serialise(s)  # two enrollments of one face must not both pass the check below (PostgreSQL)
         _not_someone_else(LikenessDirectory.load(s, vault, exclude=handle), encoders, templates)
         acc = reg.get_account(s, handle)
         record = ConsentRecord.create(

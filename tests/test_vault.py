@@ -257,14 +257,20 @@ def test_a_ciphertext_moved_to_another_row_does_not_decrypt(enrolled, move):
         wrapped = s.execute(select(Cameo.wrapped_dek).where(Cameo.id == cid)).scalar_one()
     with pytest.raises(DecryptionFailed):
         vault.open(wrapped, cid, modality, e2, n2, c2)
-    # and the gate refuses to hand it over, consuming nothing
+    # and the gate refuses to hand it over: an audited denial, consuming nothing
+    from conditioning._errors import GateDenied
+
     enrolled.grant(victim, "carol")
     tok = enrolled.token(victim, "carol")
-    before = enrolled.dump()["grants"]
-    with pytest.raises(DecryptionFailed):
+    before = enrolled.dump()
+    with pytest.raises(GateDenied) as err:
         enrolled.gate(vault=True).decide_release([tok], generator_id=GENERATOR, request=enrolled.request(),
                                                  now=enrolled.now)
-    assert enrolled.dump()["grants"] == before
+    assert [r.code for r in err.value.reasons] == ["vault.integrity"]
+    after = enrolled.dump()
+    assert after["grants"] == before["grants"] and after["token_uses"] == before["token_uses"]
+    assert len(after["audit_log"]) == len(before["audit_log"]) + 1
+    assert "gate:release:denied" in str(after["audit_log"][-1])
 
 
 def test_a_data_key_moved_to_another_cameo_does_not_unwrap(enrolled):
