@@ -6,8 +6,12 @@
 - Each template is AES-256-GCM encrypted under its cameo's DEK with AAD binding the cameo id, the
   modality and the encoder id: a ciphertext copied to another row (another cameo, modality or
   encoder) fails to decrypt.
-- Destroying the wrapped DEK (crypto-shredding) makes every ciphertext of that cameo unrecoverable,
-  including copies in backups.
+- Destroying the wrapped DEK (crypto-shredding) makes every ciphertext of that cameo unrecoverable
+  from the live database, its journal and its freed pages (``secure_delete``), and every ciphertext
+  copied out of it. A *database backup* taken before the delete still holds the wrapped DEK, which
+  the unchanged KEK still unwraps: keep backups short-lived, or hold DEKs in a KMS where deleting
+  the key is final (the :class:`KeyWrapper` seam). Rotating the KEK on delete would make every
+  older backup unreadable for everyone, which is a choice for the operator, not a default.
 
 :class:`KeyWrapper` is the seam where a KMS (AWS KMS, Vault transit, an HSM) plugs in; the
 default :class:`LocalKek` keeps the KEK in a file readable only by its owner (0600) or takes it
