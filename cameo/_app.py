@@ -176,7 +176,7 @@ def usage(home: Home, handle: str) -> dict[str, Any]:
     with transaction(engine_for(home)) as s:
         acc = reg.get_account(s, handle)
         entries = audit.entries_for(s, acc.id)
-    denied = sum(1 for e in entries if e["event"].endswith(":denied"))
+    denied = sum(1 for e in entries if e["event"].endswith((":denied", ":withheld")))
     return {"handle": handle, "entries": entries, "count": len(entries), "denied": denied}
 
 

@@ -51,13 +51,13 @@ def generator_add(home: Home, gen_id: str, *, adapter: str, config: str | None, 
     key = None
     if public_key is not None:
         try:
-            raw = public_key.read_bytes().strip()
+            raw = public_key.read_bytes()
         except OSError as e:
             raise BadInput(f"cannot read {public_key.name}: {e.strerror}") from e
         import base64
 
-        try:
-            key = base64.b64decode(raw, validate=True) if len(raw) != 32 else raw
+        try:  # 32 raw bytes as they are (any byte may look like whitespace), else base64 text
+            key = raw if len(raw) == 32 else base64.b64decode(raw.strip(), validate=True)
         except ValueError as e:
             raise BadInput("the public key file must hold 32 raw bytes or their base64") from e
         if len(key) != 32:

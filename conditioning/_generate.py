@@ -50,6 +50,7 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
              now: datetime, face_model: Path | None = None) -> dict[str, Any]:
     from ._adapters import get_adapter
 
+    params = _bind_target(request)
     eng = engine_for(home)
     with transaction(eng) as s:
         gen = get_generator(s, generator)
@@ -68,7 +69,8 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
     try:
         with gate.release(request, tokens, generator_id=generator, now=now) as bundle:  # 2
             adapter.check(bundle)  # 3
-            files = [Path(f) for f in adapter.generate(bundle, {"prompt": request.prompt, "params": request.params},
+            files = [Path(f) for f in adapter.generate(bundle, {"prompt": request.prompt, "params": params,
+                                                                "references": list(request.references)},
                                                        staging)]
             claim = {"cameo_ids": [c.cameo_id for c in bundle.cameos],
                      "consent_digests": [c.consent_digest for c in bundle.cameos],
@@ -96,12 +98,20 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
             from ._provenance import sign_output
 
             sign_output(f, claim=claim, authority=authority, generator=generator)
+        from ._provenance import detached_path, sidecar_path
+
         out_dir.mkdir(parents=True, exist_ok=True)
-        for f in sorted(staging.iterdir()):
+        staged = staging.resolve()
+        # only the declared outputs (screened and signed) and their manifests leave staging;
+        # anything else the generator left there was neither, and is discarded with the folder
+        for f in sorted(files):
+            if not f.resolve().is_relative_to(staged):
+                continue
+            for src in (f, sidecar_path(f), detached_path(f)):
+                if src is f or src.exists():
+                    shutil.move(str(src), out_dir / src.name)
             dest = out_dir / f.name
-            shutil.move(str(f), dest)
-            if f in files:
-                outputs.append({"file": str(dest), "digest": _sha256(dest)})
+            outputs.append({"file": str(dest), "digest": _sha256(dest)})
         with transaction(eng) as s:
             for t in toks:
                 audit_append(s, "gate:output", now=now, subject=_owner_id(s, t.owner),
@@ -111,6 +121,26 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
                 "cameos": claim["cameo_ids"], "token_ids": claim["token_ids"]}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _bind_target(request: GenerationRequest) -> dict[str, Any]:
+    """A media parameter an adapter reads (inswapper's ``target``) must be one of the request's
+    references: only those are hashed into the digest the token binds, and screened."""
+    from cameo._errors import InvalidRequest
+
+    params = dict(request.params)
+    if "target" not in params:
+        return params
+    t = params["target"]
+    refs = [p.resolve() for p in request.references]
+    if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < len(refs):
+        params["target"] = str(refs[t])
+    elif isinstance(t, str) and any(Path(t).name == r.name for r in refs):
+        params["target"] = str(next(r for r in refs if Path(t).name == r.name))
+    else:
+        raise InvalidRequest("params.target must name one of the request's references (by index or file name): "
+                             "only references are bound by the token and screened")
+    return params
 
 
 def _tokens(keyring: Any, tokens: list[str]) -> list[Any]:

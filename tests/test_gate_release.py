@@ -23,19 +23,19 @@ import multiprocessing as mp
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyseto
 import pytest
 import torch
+from conftest import GENERATOR, PASSPHRASE, Registry
 
 from cameo import _registry as reg
 from conditioning._errors import BundleClosed, GateDenied
 from conditioning._gate import MAX_CAMEOS_PER_CALL, Gate, TokenVerdict
-from consent import DEFAULT_SKEW, SigningKey, TokenKeyring, mint_token
+from consent import DEFAULT_SKEW, SigningKey
 from consent._token import TOKEN_TYPE
-from conftest import GENERATOR, PASSPHRASE, Registry
 
 S = timedelta(seconds=1)
 TTL = timedelta(minutes=5)
@@ -136,14 +136,14 @@ def _registry_key(r: Registry) -> SigningKey:
 def _parse(kind: str):
     def build(r: Registry) -> dict[str, Any]:
         good = r.token()
-        head, _, footer = good.rpartition(".")
+        head, _, _ = good.rpartition(".")
         bad = {"empty": "", "words": "not a token", "no-footer": head,
                "other-version": "v2.public." + good[len("v4.public."):],
                "non-ascii": good[:-3] + "é" + good[-2:],
                "non-canonical": _non_canonical(good),
                "oversized": good + "." + "A" * 5000,
                "footer-not-json": head + "." + pyseto.utils.base64url_encode(b"{kid").decode()}[kind]
-        return dict(tokens=[bad])
+        return {"tokens": [bad]}
     return build
 
 
@@ -159,11 +159,11 @@ def _non_canonical(token: str) -> str:
 
 
 def _sig_foreign_key_claiming_our_kid(r: Registry) -> dict[str, Any]:
-    return dict(tokens=[_sign(_claims(r), SigningKey.generate(), kid=_registry_key(r).key_id)])
+    return {"tokens": [_sign(_claims(r), SigningKey.generate(), kid=_registry_key(r).key_id)]}
 
 
 def _sig_foreign_key(r: Registry) -> dict[str, Any]:
-    return dict(tokens=[_sign(_claims(r), SigningKey.generate())])
+    return {"tokens": [_sign(_claims(r), SigningKey.generate())]}
 
 
 def _sig_payload_altered(r: Registry) -> dict[str, Any]:
@@ -172,44 +172,44 @@ def _sig_payload_altered(r: Registry) -> dict[str, Any]:
     body = bytearray(pyseto.utils.base64url_decode(parts[2]))
     body[10] ^= 0x01  # a claim byte; the signature (last 64 bytes) is kept
     parts[2] = pyseto.utils.base64url_encode(bytes(body)).decode()
-    return dict(tokens=[".".join(parts)])
+    return {"tokens": [".".join(parts)]}
 
 
 def _type_other_assertion(r: Registry) -> dict[str, Any]:
     # our key, our claims, signed as some other kind of document (another implicit assertion)
-    return dict(tokens=[_sign(_claims(r), _registry_key(r), implicit=b"application/vnd.cameo.grant.v1")])
+    return {"tokens": [_sign(_claims(r), _registry_key(r), implicit=b"application/vnd.cameo.grant.v1")]}
 
 
 def _type_no_assertion(r: Registry) -> dict[str, Any]:
-    return dict(tokens=[_sign(_claims(r), _registry_key(r), implicit=b"")])
+    return {"tokens": [_sign(_claims(r), _registry_key(r), implicit=b"")]}
 
 
 def _audience_other_generator(r: Registry) -> dict[str, Any]:
     with r.session() as s:
         reg.register_generator(s, "other-gen", adapter="demo", config={}, public_key=None, now=r.now)
-    return dict(tokens=[r.token()], generator="other-gen")
+    return {"tokens": [r.token()], "generator": "other-gen"}
 
 
 def _audience_unregistered_generator(r: Registry) -> dict[str, Any]:
     # a well-signed token naming a generator this registry does not know, presented by that generator
-    return dict(tokens=[_sign(_claims(r, aud="ghost-gen"), _registry_key(r))], generator="ghost-gen")
+    return {"tokens": [_sign(_claims(r, aud="ghost-gen"), _registry_key(r))], "generator": "ghost-gen"}
 
 
 def _validity_expired(r: Registry) -> dict[str, Any]:
-    return dict(tokens=[r.token()], now=r.now + TTL + DEFAULT_SKEW + S)
+    return {"tokens": [r.token()], "now": r.now + TTL + DEFAULT_SKEW + S}
 
 
 def _validity_not_yet(r: Registry) -> dict[str, Any]:
     later = r.now + timedelta(hours=1)
-    return dict(tokens=[r.token(now=later)], now=later - DEFAULT_SKEW - S)
+    return {"tokens": [r.token(now=later)], "now": later - DEFAULT_SKEW - S}
 
 
 def _request_other_prompt(r: Registry) -> dict[str, Any]:
-    return dict(tokens=[r.token()], request=r.request("alice says something she never said"))
+    return {"tokens": [r.token()], "request": r.request("alice says something she never said")}
 
 
 def _request_other_params(r: Registry) -> dict[str, Any]:
-    return dict(tokens=[r.token()], request=r.request(params={"seconds": 40}))
+    return {"tokens": [r.token()], "request": r.request(params={"seconds": 40})}
 
 
 def _request_swapped_reference(r: Registry) -> dict[str, Any]:
@@ -220,38 +220,38 @@ def _request_swapped_reference(r: Registry) -> dict[str, Any]:
     req = GenerationRequest.build("alice waves", {}, [ref])
     tok = r.token(request=req)
     ref.write_bytes(b"\x89PNG other bytes")  # same name, other media after minting
-    return dict(tokens=[tok], request=GenerationRequest.build("alice waves", {}, [ref]))
+    return {"tokens": [tok], "request": GenerationRequest.build("alice waves", {}, [ref])}
 
 
 def _grant_unknown(r: Registry) -> dict[str, Any]:
-    return dict(tokens=[_sign(_claims(r, gnt="grant_never_issued"), _registry_key(r))])
+    return {"tokens": [_sign(_claims(r, gnt="grant_never_issued"), _registry_key(r))]}
 
 
 def _grant_revoked(r: Registry) -> dict[str, Any]:
     tok = r.token()
     r.revoke("alice", r.grant_ids["alice"])  # type: ignore[attr-defined]
-    return dict(tokens=[tok])
+    return {"tokens": [tok]}
 
 
 def _grant_expired(r: Registry) -> dict[str, Any]:
     end = r.now + timedelta(days=7)  # the grant's not_after
-    return dict(tokens=[r.token(now=end - timedelta(minutes=1))], now=end)
+    return {"tokens": [r.token(now=end - timedelta(minutes=1))], "now": end}
 
 
 def _grant_exhausted(r: Registry) -> dict[str, Any]:
     toks = [r.token() for _ in range(4)]  # the grant has 3 uses; 4 tokens were minted while all were left
     for t in toks[:3]:
         _release(r, [t])
-    return dict(tokens=[toks[3]])
+    return {"tokens": [toks[3]]}
 
 
 def _grant_other_grantee(r: Registry) -> dict[str, Any]:
-    return dict(tokens=[_sign(_claims(r, gte="carol"), _registry_key(r))])
+    return {"tokens": [_sign(_claims(r, gte="carol"), _registry_key(r))]}
 
 
 def _grant_other_owner(r: Registry) -> dict[str, Any]:
     # names carol's cameo but rides on alice's grant: cameo B through a token for cameo A
-    return dict(tokens=[_sign(_claims(r, sub="carol"), _registry_key(r))])
+    return {"tokens": [_sign(_claims(r, sub="carol"), _registry_key(r))]}
 
 
 def _consent_withdrawn(r: Registry) -> dict[str, Any]:
@@ -263,7 +263,7 @@ def _consent_withdrawn(r: Registry) -> dict[str, Any]:
     tok = r.token()
     with r.session() as s:
         s.execute(update(Cameo).where(Cameo.id == r.cameo["alice"]).values(status="withdrawn"))  # type: ignore[attr-defined]
-    return dict(tokens=[tok])
+    return {"tokens": [tok]}
 
 
 def _consent_expired(r: Registry) -> dict[str, Any]:
@@ -275,13 +275,13 @@ def _consent_expired(r: Registry) -> dict[str, Any]:
     ends = r.now + timedelta(hours=1)
     with r.session() as s:
         s.execute(update(Cameo).where(Cameo.id == r.cameo["alice"]).values(expires_at=fmt_time(ends)))  # type: ignore[attr-defined]
-    return dict(tokens=[r.token(now=ends - timedelta(minutes=1))], now=ends)
+    return {"tokens": [r.token(now=ends - timedelta(minutes=1))], "now": ends}
 
 
 def _single_use(r: Registry) -> dict[str, Any]:
     tok = r.token()
     _release(r, [tok])
-    return dict(tokens=[tok])
+    return {"tokens": [tok]}
 
 
 STEPS = [
@@ -351,6 +351,21 @@ def test_each_gate_step_alone_denies_and_consumes_nothing(granted, build, codes)
     assert granted.verify_chain().ok
 
 
+@pytest.mark.parametrize(("build", "codes"), STEPS)
+def test_each_gate_step_alone_denies_a_dry_run_too(granted, build, codes):
+    """``Gate.check`` runs steps 1-9 without step 10 behind them: a step missing here is not caught
+    later (e.g. a used token would pass a check if step 9 were gone)."""
+    how = build(granted)
+    before = _no_log(granted.dump())
+    d = granted.gate().check(how["tokens"], generator_id=how.get("generator", GENERATOR),
+                             request=how.get("request") or granted.request(),
+                             now=granted.now if how.get("now") is None else how["now"])
+    got = {x.code for x in d.reasons}
+    assert not d.allowed and len(got) == 1 and got <= codes, got
+    assert _no_log(granted.dump()) == before
+    assert _last_entries(granted)[0]["event"] == "gate:check:denied"
+
+
 def test_validity_is_read_at_the_now_passed_in_within_the_skew(granted):
     tok = granted.token()
     _release(granted, [tok], now=granted.now + TTL + DEFAULT_SKEW)  # the last instant still inside
@@ -376,7 +391,7 @@ class _StaleGate(Gate):
     """A gate whose steps 7 and 9 read a stale state (as a decision racing a revocation, or another
     call for the last use, would): only step 10's conditional UPDATE and unique INSERT stand."""
 
-    IGNORE = {"grant.revoked", "grant.exhausted", "token.used"}
+    IGNORE = frozenset({"grant.revoked", "grant.exhausted", "token.used"})
 
     def _verify(self, *a: Any, **k: Any) -> TokenVerdict:
         v = super()._verify(*a, **k)
@@ -505,7 +520,7 @@ def test_two_tokens_one_bad_releases_nothing_and_consumes_nothing(scene):
     assert _no_log(scene.dump()) == before
     # both owners see the refused call; the good token is still unused and works alone
     assert scene.denials("alice", "gate:release") and scene.denials("carol", "gate:release")
-    decision, items = _release(scene, [good])
+    decision, _ = _release(scene, [good])
     assert decision.allowed and scene.grant_row(ga.id).uses == 1 and scene.grant_row(gc.id).uses == 0
 
 
@@ -565,11 +580,11 @@ def test_the_bundle_is_zeroed_when_release_ends(scene):
 def test_the_bundle_is_zeroed_when_the_generator_fails(scene):
     scene.grant("alice", "bob")
     held: list[torch.Tensor] = []
-    with pytest.raises(RuntimeError, match="model crashed"):
-        with scene.gate(vault=True).release(scene.request(), [scene.token()], generator_id=GENERATOR,
-                                            now=scene.now) as b:
-            held, _ = _capture(b)
-            raise RuntimeError("model crashed")
+    release = scene.gate(vault=True).release(scene.request(), [scene.token()], generator_id=GENERATOR,
+                                             now=scene.now)
+    with pytest.raises(RuntimeError, match="model crashed"), release as b:
+        held, _ = _capture(b)
+        raise RuntimeError("model crashed")
     assert held and all(not t.any() for t in held)
 
 
@@ -577,7 +592,7 @@ class _RecordingAdapter:
     """A generator that keeps references to everything it was handed (as a leaky model might)."""
 
     name = "recording"
-    seen: list[dict[str, Any]] = []
+    seen: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, *, fail: bool = False) -> None:
         self.fail = fail
