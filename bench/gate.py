@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -130,13 +131,19 @@ def main() -> None:
         raw.commit()
 
     del pk_col
-    # Interleaved rounds: every round times each primitive and one release back to back, so disk
-    # and CPU conditions (fsync latency varies a lot on shared machines) are the same for both sides.
+    # Interleaved rounds: every round times each primitive and one release, so disk and CPU
+    # conditions (fsync latency varies a lot on shared machines) are the same for both sides.
     fns = {"verify": lambda: pk.verify(sig, msg), "read": indexed_read, "commit": durable_commit,
            "decrypt": lambda: aead.decrypt(nonce, ct, b"aad"), "release": release}
+    # Within a round the order is shuffled (seeded): whatever runs right after an fsync finds cold
+    # CPU caches, and a fixed order would always hand that penalty to the same item.
     samples: dict[str, list[int]] = {k: [] for k in fns}
+    order = list(fns)
+    rng_order = random.Random(1)
     for _ in range(args.n):
-        for k, fn in fns.items():
+        rng_order.shuffle(order)
+        for k in order:
+            fn = fns[k]
             t0 = time.perf_counter_ns()
             fn()
             samples[k].append(time.perf_counter_ns() - t0)

@@ -28,6 +28,7 @@ in the same transaction, which is committed before the caller sees the answer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -71,7 +72,7 @@ class _Sql:
         self.templates = f"SELECT modality, encoder_id, nonce, ciphertext FROM templates WHERE cameo_id = {p}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Live:
     """The registry's state for one token's grant, read inside the decision's transaction."""
 
@@ -122,11 +123,11 @@ class GateDecision:
     verdicts: tuple[TokenVerdict, ...]
     extra: tuple[Reason, ...] = ()
 
-    @property
+    @functools.cached_property
     def allowed(self) -> bool:
         return bool(self.verdicts) and all(v.allowed for v in self.verdicts) and not self.extra
 
-    @property
+    @functools.cached_property
     def reasons(self) -> tuple[Reason, ...]:
         return self.extra + tuple(r for v in self.verdicts for r in v.reasons)
 
@@ -254,13 +255,19 @@ class Gate:
 
     def _audit(self, cur: Any, event: str, decision: GateDecision, *, generator_id: str,
                request: GenerationRequest, now: datetime) -> None:
+        allowed = decision.allowed
+        event += ":allowed" if allowed else ":denied"
+        all_reasons = None if allowed else [r.as_dict() for r in decision.reasons]
         for v in decision.verdicts:
             detail: dict[str, Any] = {"generator": generator_id, "request_digest": request.digest}
-            detail.update({k: x for k, x in v.as_dict().items() if k not in ("index", "allowed")})
-            if not v.reasons and decision.reasons:
-                detail["reasons"] = [r.as_dict() for r in decision.reasons]
-            owner = v.live.owner_id if v.live is not None else None
-            self._append(cur, event + (":allowed" if decision.allowed else ":denied"), now=now, subject=owner,
+            t = v.token
+            if t is not None:
+                detail.update(token_id=t.jti, grant_id=t.grant_id, cameo=t.owner, grantee=t.grantee)
+            if not allowed:  # this token's own reasons, else the call's (another token or the screen)
+                detail["reasons"] = [r.as_dict() for r in v.reasons] or all_reasons
+            else:
+                detail["reasons"] = []
+            self._append(cur, event, now=now, subject=v.live.owner_id if v.live is not None else None,
                          detail=detail)
         if not decision.verdicts:
             self._append(cur, event + ":denied", now=now,

@@ -331,3 +331,24 @@ def test_mint_parse_round_trip(jti, owner, grantee, mods, ttl, offset):
                                ttl=timedelta(seconds=ttl))
     assert parse_token(token, KEYRING) == claims
     assert claims.expires - claims.not_before == timedelta(seconds=ttl)
+
+
+def test_our_v4_public_verifier_agrees_with_pyseto():
+    """The gate verifies PASETO v4.public itself (no per-call object layers); it must accept exactly
+    what pyseto accepts and reject what pyseto rejects, for tokens pyseto minted."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from consent._token import _verify_v4_public
+
+    k = pyseto.Key.new(4, "public", TOKEN_KEY.to_pem(None))
+    pub = pyseto.Key.new(4, "public", TOKEN_KEY.public.crypto_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    for payload in (b"{}", json.dumps(_claims()).encode(), b"x" * 1000):
+        t = pyseto.encode(k, payload, footer=_footer(), implicit_assertion=TOKEN_TYPE).decode()
+        assert pyseto.decode(pub, t, implicit_assertion=TOKEN_TYPE).payload == payload
+        assert _verify_v4_public(t, t.split("."), TOKEN_KEY.public) == payload
+        other = pyseto.encode(k, payload, footer=_footer(), implicit_assertion=b"another type").decode()
+        with pytest.raises(SignatureInvalid):
+            _verify_v4_public(other, other.split("."), TOKEN_KEY.public)
+        with pytest.raises(pyseto.VerifyError):
+            pyseto.decode(pub, other, implicit_assertion=TOKEN_TYPE)
