@@ -8,7 +8,6 @@ import os
 import shutil
 import tempfile
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
