@@ -108,5 +108,5 @@ class SigningKey:
     def __repr__(self) -> str:
         return f"SigningKey({self.public.key_id})"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("a signing key cannot be pickled")
