@@ -126,7 +126,7 @@ def _csv(value: str, allowed: tuple[str, ...], what: str, as_json: bool) -> tupl
 @app.command()
 def init(as_json: JsonOpt = False) -> None:
     """Create the registry: SQLite database (or --db), vault key, token key, provenance certificates."""
-    from cameo._app import init as do
+    from conditioning._app import init as do
 
     _run(lambda: do(_home(), now=_now()), as_json,
          lambda r: typer.echo(f"registry {r['registry_id']} ready at {r['home']} ({r['database']})"))

@@ -5,14 +5,13 @@ services, return a JSON-able dict. The CLI only parses, calls one of these, prin
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
 
-from consent import ConsentRecord, Grant, Revocation, SigningKey, TokenRequest, fmt_time, new_id
+from consent import Grant, Revocation, SigningKey, TokenRequest, fmt_time, new_id
 
 from . import _audit as audit
 from . import _registry as reg
@@ -53,12 +52,6 @@ def init(home: Home, *, now: datetime) -> dict[str, Any]:
     upgrade(eng)
     with transaction(eng) as s:
         rid = reg.initialise(s, token_key=key.public, now=now)
-    if not (home.provenance_dir / "root.pem").exists():
-        # the provenance chain lives with the generator-facing layer; imported lazily, no cycle at import
-        from conditioning._provenance import ProvenanceAuthority
-
-        ProvenanceAuthority.create(home.provenance_dir, now=now)
-        created.append("provenance certificates")
     return {"home": str(home.path), "database": _redact(home.db_url), "registry_id": rid, "created": created}
 
 
@@ -184,9 +177,3 @@ def audit_verify(home: Home) -> audit.ChainReport:
         return audit.verify_chain(s)
 
 
-def consent_record_for(home: Home, handle: str) -> ConsentRecord | None:
-    with transaction(engine_for(home)) as s:
-        return reg.live_consent(s, reg.get_account(s, handle))[1]
-
-
-__all__ = ["Home", "shutil"]

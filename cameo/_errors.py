@@ -92,10 +92,6 @@ class MintDenied(Denied):
     """No token could be minted: no live grant covers this request, or the key proof failed."""
 
 
-class CheckDenied(Denied):
-    """A token did not pass the gate's checks."""
-
-
 # -- vault --------------------------------------------------------------------------------------
 class VaultError(CameoError):
     """The vault could not seal or open a template."""

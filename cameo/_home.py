@@ -74,14 +74,6 @@ class Home:
     def key_path(self, handle: str) -> Path:
         return self.keys_dir / f"{check_handle(handle)}.pem"
 
-    def store_key(self, handle: str, key: SigningKey, passphrase: str) -> Path:
-        path = self.key_path(handle)
-        self.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.to_pem(passphrase.encode()))
-        return path
-
     def load_key(self, handle: str, passphrase: str) -> SigningKey:
         path = self.key_path(handle)
         if not path.exists():

@@ -38,7 +38,7 @@ from consent import (
 from . import _audit as audit
 from ._errors import DuplicateHandle, InvalidDuration, UnknownAccount, UnknownGenerator, UnknownGrant
 from ._home import check_handle
-from ._models import Account, Cameo, Follow, Generator, GrantRow, Meta, RegistryKey, RevocationRow, TokenUse
+from ._models import Account, Cameo, Follow, Generator, GrantRow, Meta, RegistryKey, RevocationRow
 
 DEFAULT_TOKEN_TTL = timedelta(minutes=5)
 TOKEN_REQUEST_WINDOW = timedelta(minutes=5)
@@ -320,6 +320,3 @@ def _deny_unproven(session: Session, request_data: bytes, grantee: Account, *, n
                  detail={"grantee": grantee.id, "reasons": [r.as_dict() for r in reasons]})
     return Minted(denied=Denied(reasons))
 
-
-def token_used(session: Session, jti: str) -> bool:
-    return session.get(TokenUse, jti) is not None

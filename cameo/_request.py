@@ -19,6 +19,15 @@ MAX_REQUEST_BYTES = 1 << 20
 MAX_REFERENCES = 16
 
 
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes, read in 1 MiB chunks. Raises OSError."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
@@ -44,13 +53,9 @@ class GenerationRequest:
         hashes = []
         for p in references:
             try:
-                h = hashlib.sha256()
-                with open(p, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
+                hashes.append(file_digest(p))
             except OSError as e:
                 raise InvalidRequest(f"cannot read reference {p.name}: {e.strerror}") from e
-            hashes.append("sha256:" + h.hexdigest())
         return cls(prompt, params, tuple(references), tuple(hashes), request_digest(prompt, params, hashes))
 
     @classmethod

@@ -14,6 +14,19 @@ from cameo._request import GenerationRequest
 from ._gate import Gate
 
 
+def init(home: Home, *, now: datetime) -> dict[str, Any]:
+    """The registry (cameo's init) plus the provenance chain generated media is signed with."""
+    from cameo._app import init as init_registry
+
+    from ._provenance import ProvenanceAuthority
+
+    result = init_registry(home, now=now)
+    if not (home.provenance_dir / "root.pem").exists():
+        ProvenanceAuthority.create(home.provenance_dir, now=now)
+        result["created"].append("provenance certificates")
+    return result
+
+
 def gate_for(home: Home, *, with_vault: bool = False, **kw: Any) -> Gate:
     eng = engine_for(home)
     with transaction(eng) as s:

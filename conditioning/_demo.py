@@ -26,7 +26,7 @@ def run_demo(workdir: Path | None = None, *, say: Callable[[str], None] = print)
     from cameo._home import Home
     from cameo._request import GenerationRequest
 
-    from ._app import check
+    from ._app import check, init
 
     work = Path(workdir or tempfile.mkdtemp(prefix="cameo-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def run_demo(workdir: Path | None = None, *, say: Callable[[str], None] = print)
     def now() -> datetime:
         return datetime.now(timezone.utc)
 
-    r = _app.init(home, now=now())
+    r = init(home, now=now())
     step("init", True, f"registry {r['registry_id']} in {home.path}")
     for h in ("alice", "bob"):
         a = _app.account_create(home, h, pw, now=now())

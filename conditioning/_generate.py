@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -26,18 +25,12 @@ from cameo._audit import append as audit_append
 from cameo._db import transaction
 from cameo._home import Home
 from cameo._likeness import Encoders
-from cameo._models import Cameo
-from cameo._registry import get_generator, token_keyring
-from cameo._request import GenerationRequest
-from sqlalchemy import select
+from cameo._registry import get_account, get_generator, token_keyring
+from cameo._request import GenerationRequest, file_digest
 
 from ._errors import ScreeningDenied
 from ._gate import Gate, notify
 from ._screen import Screener
-
-
-def _sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def authority_for(home: Home) -> Any:
@@ -85,7 +78,7 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
                 for f in files:
                     f.unlink(missing_ok=True)
                 for t in toks:
-                    owner = _owner_id(s, t.owner)
+                    owner = get_account(s, t.owner).id
                     audit_append(s, "gate:output:withheld", now=now, subject=owner,
                                  detail={"generator": generator, "request_digest": request.digest,
                                          "token": t.jti, "reasons": [f.reason.as_dict() for f in found]})
@@ -111,10 +104,10 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
                 if src is f or src.exists():
                     shutil.move(str(src), out_dir / src.name)
             dest = out_dir / f.name
-            outputs.append({"file": str(dest), "digest": _sha256(dest)})
+            outputs.append({"file": str(dest), "digest": file_digest(dest)})
         with transaction(eng) as s:
             for t in toks:
-                audit_append(s, "gate:output", now=now, subject=_owner_id(s, t.owner),
+                audit_append(s, "gate:output", now=now, subject=get_account(s, t.owner).id,
                              detail={"generator": generator, "request_digest": request.digest, "token": t.jti,
                                      "outputs": [o["digest"] for o in outputs]})
         return {"generator": generator, "request_digest": request.digest, "outputs": outputs,
@@ -149,12 +142,6 @@ def _tokens(keyring: Any, tokens: list[str]) -> list[Any]:
     return [parse_token(t, keyring) for t in tokens]
 
 
-def _owner_id(session: Any, handle: str) -> str | None:
-    from cameo._models import Account
-
-    return session.execute(select(Account.id).where(Account.handle == handle)).scalar_one_or_none()
-
-
 def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
     from ._provenance import verify_output
 
@@ -164,5 +151,3 @@ def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
             "digital_source_type": report.digital_source_type, "signer": report.signer,
             "claim": dict(report.claim)}
 
-
-__all__ = ["Cameo", "generate", "provenance_verify"]

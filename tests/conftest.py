@@ -338,12 +338,13 @@ def _registry_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 def _template(cache: dict[str, Any], factory: pytest.TempPathFactory, backend: str, url: str) -> dict[str, Any]:
     from cameo import _app
     from cameo._home import Home
+    from conditioning._app import init as conditioning_init
 
     if backend not in cache:
         path = factory.mktemp(f"template-{backend}")
         url = f"sqlite:///{path / 'cameo.db'}" if backend == "sqlite" else url
         home = Home.resolve(path, url)
-        _app.init(home, now=NOW)
+        conditioning_init(home, now=NOW)
         r = Registry(home=home, engine=_app.engine_for(home), now=NOW)
         for h in HANDLES:
             r.account(h)
