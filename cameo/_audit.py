@@ -17,7 +17,11 @@ from ._models import AuditEntry, AuditHead
 
 
 def ts(now: datetime) -> str:
-    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds, e.g. ``2026-11-22T01:36:08.123456Z``."""
+    if now.tzinfo is not timezone.utc:
+        now = now.astimezone(timezone.utc)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (now.year, now.month, now.day, now.hour, now.minute,
+                                                     now.second, now.microsecond)
 
 
 _head_t = AuditHead.__table__

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,7 +47,7 @@ from cameo._errors import Reason
 from cameo._request import GenerationRequest
 from cameo._errors import VaultError
 from cameo._vault import Vault
-from consent import DEFAULT_SKEW, ConsentError, PermissionToken, TokenKeyring, fmt_time, parse_token
+from consent import DEFAULT_SKEW, ConsentError, Denied, PermissionToken, TokenKeyring, fmt_time, parse_token
 
 from ._errors import GateDenied, ScreeningDenied
 
@@ -72,9 +74,9 @@ class _Sql:
         self.templates = f"SELECT modality, encoder_id, nonce, ciphertext FROM templates WHERE cameo_id = {p}"
 
 
-@dataclass(frozen=True, slots=True)
-class Live:
-    """The registry's state for one token's grant, read inside the decision's transaction."""
+class Live(NamedTuple):
+    """The registry's state for one token's grant, read inside the decision's transaction (a
+    NamedTuple: the row becomes one without a per-field copy)."""
 
     revoked_at: str | None
     not_after: str
@@ -89,9 +91,12 @@ class Live:
     consent_id: str | None
     consent_digest: str | None
     restrictions: str | None
-    wrapped_dek: bytes | None = field(repr=False)
+    wrapped_dek: bytes | None
     used: Any
     generator: Any
+
+    def __repr__(self) -> str:  # the wrapped data key is not for logs
+        return f"Live(cameo_id={self.cameo_id!r}, status={self.status!r})"
 
 
 @dataclass(frozen=True)
@@ -175,8 +180,10 @@ class Gate:
         return f"Gate({self._engine.dialect.name}, max_cameos={self._max_cameos})"
 
     # -- steps 1-9 ------------------------------------------------------------------------------
-    def _verify(self, cur: Any, index: int, token: str, *, generator_id: str, request: GenerationRequest,
-                now: datetime, stamp: str) -> TokenVerdict:
+    def _parse(self, index: int, token: str, *, generator_id: str, request: GenerationRequest,
+               now: datetime) -> TokenVerdict:
+        """Steps 1-6: everything that needs no database, done before the decision's transaction
+        starts (the registry is not locked while a signature is checked)."""
         try:
             tok = parse_token(token, self._keyring)  # steps 1-3
         except ConsentError as e:
@@ -184,13 +191,20 @@ class Gate:
                 type(e).__name__, "token.malformed")
             return TokenVerdict(index, None, (Reason(code, str(e)),))
         decision = tok.check(audience=generator_id, request_digest=request.digest, now=now, skew=self._skew)
-        reasons = list(getattr(decision, "reasons", ()))  # steps 4-6
+        return TokenVerdict(index, tok, decision.reasons if isinstance(decision, Denied) else ())  # steps 4-6
+
+    def _verify(self, cur: Any, parsed: TokenVerdict, *, generator_id: str, stamp: str) -> TokenVerdict:
+        """Steps 7-9, against the live registry inside the decision's transaction."""
+        tok = parsed.token
+        if tok is None:
+            return parsed
         cur.execute(self._sql.live, (tok.jti, generator_id, tok.grant_id))
         row = cur.fetchone()
-        live = Live(*row) if row is not None else None
-        if live is None:
-            reasons.append(Reason("grant.unknown", "the token's grant is not in this registry"))
-            return TokenVerdict(index, tok, tuple(reasons))
+        if row is None:
+            return TokenVerdict(parsed.index, tok, parsed.reasons + (
+                Reason("grant.unknown", "the token's grant is not in this registry"),))
+        live = Live._make(row)
+        reasons = list(parsed.reasons)
         if live.generator is None:  # step 4, second half
             reasons.append(Reason("generator.unknown", f"generator {generator_id!r} is not registered"))
         # step 7
@@ -210,7 +224,7 @@ class Gate:
         # step 9
         if live.used is not None:
             reasons.append(Reason("token.used", "the token was already used"))
-        return TokenVerdict(index, tok, tuple(reasons), live)
+        return TokenVerdict(parsed.index, tok, tuple(reasons), live)
 
     def _connection(self) -> Any:
         """This thread's DB-API connection, kept for the Gate's lifetime: a pool checkout and
@@ -273,28 +287,34 @@ class Gate:
             self._append(cur, event + ":denied", now=now,
                          detail={"generator": generator_id, "reasons": [r.as_dict() for r in decision.reasons]})
 
-    def _decide(self, cur: Any, tokens: Sequence[str], *, generator_id: str, request: GenerationRequest,
-                now: datetime) -> GateDecision:
+    def _parse_all(self, tokens: Sequence[str], *, generator_id: str, request: GenerationRequest,
+                   now: datetime) -> tuple[list[TokenVerdict], list[Reason]]:
         extra: list[Reason] = []
         if not tokens:
             extra.append(Reason("token.none", "no permission token was presented"))
         if len(tokens) > self._max_cameos:
             extra.append(Reason("call.too_many", f"at most {self._max_cameos} cameos per call"))
-        stamp = fmt_time(now)
-        verdicts = [self._verify(cur, i, t, generator_id=generator_id, request=request, now=now, stamp=stamp)
-                    for i, t in enumerate(tokens[: self._max_cameos + 4])]
-        owners = [v.token.owner for v in verdicts if v.token is not None]
+        parsed = [self._parse(i, t, generator_id=generator_id, request=request, now=now)
+                  for i, t in enumerate(tokens[: self._max_cameos + 4])]
+        owners = [v.token.owner for v in parsed if v.token is not None]
         if len(set(owners)) != len(owners):
             extra.append(Reason("call.duplicate", "two tokens for the same cameo in one call"))
-        return GateDecision(tuple(verdicts), tuple(extra))
+        return parsed, extra
+
+    def _decide(self, cur: Any, parsed: tuple[list[TokenVerdict], list[Reason]], *, generator_id: str,
+                now: datetime) -> GateDecision:
+        stamp = fmt_time(now)
+        verdicts = tuple(self._verify(cur, v, generator_id=generator_id, stamp=stamp) for v in parsed[0])
+        return GateDecision(verdicts, tuple(parsed[1]))
 
     # -- tier 1: inspect ---------------------------------------------------------------------------
     def check(self, tokens: str | Sequence[str], *, generator_id: str, request: GenerationRequest,
               now: datetime) -> GateDecision:
         """Dry run of steps 1-9: consumes nothing; the decision is audited (``gate:check:*``)."""
         toks = [tokens] if isinstance(tokens, str) else list(tokens)
+        parsed = self._parse_all(toks, generator_id=generator_id, request=request, now=now)
         with self._txn() as (_, cur):
-            decision = self._decide(cur, toks, generator_id=generator_id, request=request, now=now)
+            decision = self._decide(cur, parsed, generator_id=generator_id, now=now)
             self._audit(cur, "gate:check", decision, generator_id=generator_id, request=request, now=now)
         return decision
 
@@ -315,9 +335,10 @@ class Gate:
         """Steps 1-11 in one transaction, committed before returning. Raises GateDenied on denial
         (after the denial is durably audited). Returns the decision and the decrypted items."""
         items: list[dict[str, Any]] = []
+        parsed = self._parse_all(list(tokens), generator_id=generator_id, request=request, now=now)
         try:
             with self._txn() as (conn, cur):
-                decision = self._decide(cur, list(tokens), generator_id=generator_id, request=request, now=now)
+                decision = self._decide(cur, parsed, generator_id=generator_id, now=now)
                 found: list[Any] = []
                 if load_templates and decision.allowed:
                     missing = tuple(Reason("cameo.none", f"{v.token.owner} has no enrolled likeness to release")
@@ -358,13 +379,11 @@ class Gate:
         return decision, items
 
     def _open(self, cur: Any, v: TokenVerdict) -> dict[str, Any]:
-        import numpy as np
-
         assert v.token is not None and v.live is not None
         live = v.live
         item: dict[str, Any] = {"cameo_id": live.cameo_id or v.token.owner, "face": None, "face_encoder": None,
                                 "voice": None, "voice_encoder": None,
-                                "restrictions": tuple(json.loads(live.restrictions)) if live.restrictions else (),
+                                "restrictions": tuple(orjson.loads(live.restrictions)) if live.restrictions else (),
                                 "consent_id": live.consent_id or "", "consent_digest": live.consent_digest or "",
                                 "grant_id": v.token.grant_id, "token_id": v.token.jti}
         if live.cameo_id is None or self._vault is None:

@@ -6,7 +6,8 @@ SQLite and PostgreSQL. The entry hash is pinned by a golden vector.
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -233,3 +234,23 @@ def test_usage_lists_the_owners_entries_denials_included(registry):
     assert [e["event"] for e in registry.usage("bob")["entries"]] == ["account:create"]
     # the entries hold ids and digests, never the token itself
     assert tok not in str(registry.dump()["audit_log"])
+
+
+def test_detail_encoding_is_sorted_compact_utf8_json():
+    from consent import encode_detail
+
+    s = encode_detail({"b": [1, {"z": "é", "a": None}], "a": "x\n\"y\""})
+    assert s == '{"a":"x\\n\\"y\\"","b":[1,{"a":null,"z":"é"}]}'
+    assert json.loads(s) == {"a": "x\n\"y\"", "b": [1, {"a": None, "z": "é"}]}
+    assert encode_detail({"score": float("nan")}) == '{"score":null}'  # standard JSON has no NaN
+
+
+def test_entry_timestamps_are_utc_with_microseconds_whatever_the_zone_given():
+    from datetime import timedelta as _td
+    from datetime import timezone as _tz
+
+    from cameo._audit import ts
+
+    t = datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=_tz.utc)
+    assert ts(t) == "2026-03-04T05:06:07.000089Z"
+    assert ts(t.astimezone(_tz(_td(hours=-7)))) == "2026-03-04T05:06:07.000089Z"

@@ -557,3 +557,16 @@ def test_base64_decoding_accepts_exactly_the_canonical_spelling(raw):
                     assert b64d(other, "x") != raw
                 except MalformedDocument:
                     pass
+
+
+def test_fmt_time_writes_utc_seconds_for_any_zone_and_refuses_naive_times():
+    from datetime import timezone as _tz
+
+    from consent import fmt_time
+
+    t = datetime(2026, 11, 22, 23, 59, 59, 999999, tzinfo=_tz.utc)
+    assert fmt_time(t) == "2026-11-22T23:59:59Z"  # microseconds are dropped, not rounded
+    assert fmt_time(t.astimezone(_tz(timedelta(hours=5, minutes=30)))) == "2026-11-22T23:59:59Z"
+    assert fmt_time(datetime(9, 1, 2, 3, 4, 5, tzinfo=_tz.utc)) == "0009-01-02T03:04:05Z"
+    with pytest.raises(ValueError):
+        fmt_time(datetime(2026, 1, 1))

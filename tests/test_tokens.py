@@ -352,3 +352,35 @@ def test_our_v4_public_verifier_agrees_with_pyseto():
             _verify_v4_public(other, other.split("."), TOKEN_KEY.public)
         with pytest.raises(pyseto.VerifyError):
             pyseto.decode(pub, other, implicit_assertion=TOKEN_TYPE)
+
+
+# -- the footer cache (parse_token decodes each registry key's footer once) --------------------------
+def test_a_non_canonical_footer_spelling_still_verifies_but_is_never_cached():
+    """The footer is JSON: a token minted with ``{"kid": ...}`` spelled with a space verifies (the
+    signature covers those exact bytes), but only the canonical spelling of each key's footer is
+    remembered, so a stream of respelled footers cannot grow the keyring's memory."""
+    ring = TokenKeyring(TOKEN_KEY)
+    k = pyseto.Key.new(4, "public", TOKEN_KEY.to_pem(None))
+    for n in range(1, 6):
+        footer = json.dumps({"kid": TOKEN_KEY.key_id}, separators=(",", ":" + " " * n)).encode()
+        t = pyseto.encode(k, json.dumps(_claims()).encode(), footer=footer, implicit_assertion=TOKEN_TYPE).decode()
+        assert parse_token(t, ring).jti == "tok_0001"
+    assert ring._footers == {}
+    parse_token(_mint(ring), ring)
+    parse_token(_mint(ring, jti="tok_0002"), ring)
+    assert len(ring._footers) == 1
+
+
+def test_a_cached_footer_does_not_let_a_changed_body_or_footer_through():
+    ring = TokenKeyring(TOKEN_KEY)
+    good = _mint(ring)
+    parse_token(good, ring)  # the footer is now cached
+    h, v, body, footer = good.split(".")
+    i = len(body) // 2
+    flipped = body[:i] + ("A" if body[i] != "A" else "B") + body[i + 1:]
+    with pytest.raises(SignatureInvalid):
+        parse_token(".".join((h, v, flipped, footer)), ring)
+    other = _b64u(_footer(SigningKey(Ed25519PrivateKey.from_private_bytes(bytes([9]) * 32)).key_id))
+    with pytest.raises(SignatureInvalid):  # a footer naming a key this registry does not hold
+        parse_token(".".join((h, v, body, other)), ring)
+    assert parse_token(good, ring).jti == "tok_0001"
