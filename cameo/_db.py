@@ -3,8 +3,10 @@
 The caller owns the Session: library functions take one and never commit. The CLI opens one
 transaction per command with :func:`transaction`.
 
-SQLite: the rollback journal (``journal_mode=DELETE``, SQLite's default) with ``synchronous=FULL``
-(every commit durable), foreign keys on, ``secure_delete`` on (freed pages are zeroed: a destroyed
+SQLite: the rollback journal (``journal_mode=DELETE``, SQLite's default) with ``synchronous=EXTRA``
+(every commit durable: a commit in this mode is the journal's deletion, and FULL does not sync the
+directory after it, so a power cut just after COMMIT could bring the journal back and roll a
+consumed token use or an audit entry back; EXTRA syncs it), foreign keys on, ``secure_delete`` on (freed pages are zeroed: a destroyed
 data key does not linger in the file), and every transaction starts with ``BEGIN IMMEDIATE`` so
 that writers across processes serialise at the start of a decision rather than failing at its
 end. Not WAL: every transaction here writes (audit entries), so WAL's concurrent readers buy
@@ -48,7 +50,7 @@ def make_engine(url: str) -> Engine:
             def _pragmas(dbapi_conn, _rec):  # type: ignore[no-untyped-def]
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=DELETE")
-                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA synchronous=EXTRA")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA secure_delete=ON")
                 cur.execute("PRAGMA busy_timeout=30000")

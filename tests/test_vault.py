@@ -342,3 +342,13 @@ def test_the_sqlite_database_is_configured_for_shredding(enrolled):
     with enrolled.engine.connect() as conn:
         assert conn.execute(text("PRAGMA secure_delete")).scalar() == 1
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+@SQLITE_ONLY
+def test_the_sqlite_database_commits_durably_through_its_directory(enrolled):
+    """A rollback-journal commit is the journal's deletion: synchronous=EXTRA (3) syncs the
+    directory after it, so a power cut right after COMMIT cannot resurrect the journal and roll a
+    consumed use or an audit entry back. And no WAL file keeps old page images."""
+    with enrolled.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 3
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "delete"
