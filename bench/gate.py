@@ -14,7 +14,11 @@ Primitives (same process, same database file and connection, same durability set
 Prints per-step medians and ``ratio: X.XX`` = release median / sum of primitive medians.
 Budget (DESIGN.md): ratio <= 1.5.
 
-    python bench/gate.py [--n 300] [--db URL]
+``--floor`` adds the release's bare work to each round: the same Ed25519 verify, the gate's own
+statements, one durable commit and three decrypts, with none of the gate's code around them. Its
+figure is what the ratio would be if the gate's Python cost nothing.
+
+    python bench/gate.py [--n 300] [--db URL] [--floor]
 """
 
 from __future__ import annotations
@@ -42,13 +46,16 @@ from cameo._db import transaction  # noqa: E402
 from cameo._home import Home  # noqa: E402
 from cameo._request import GenerationRequest  # noqa: E402
 from conditioning._gate import Gate  # noqa: E402
-from consent import ConsentRecord, Grant, SigningKey, TokenRequest, new_id  # noqa: E402
+from consent import ConsentRecord, Grant, SigningKey, TokenRequest, new_id, parse_token  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300, help="rounds per batch (3 batches)")
     ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time the release's bare work (same signature check, statements, commit and"
+                         " decrypts, with no gate logic): how much of the ratio is the gate's own code")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="cameo-bench-"))
@@ -79,7 +86,7 @@ def main() -> None:
     tokens = []
     with transaction(eng) as s:
         keyring = reg.token_keyring(s, home.token_signing_key())
-        for _ in range(args.n * 3 + 20):
+        for _ in range(args.n * (6 if args.floor else 3) + 20):
             tr = TokenRequest.create(bob, id=new_id("treq"), grantee="bob", grantee_key=b.key_id, owner="alice",
                                      grant_id=None, generator="studio-v1", purpose="generate",
                                      request_digest=request.digest, created=now)
@@ -135,6 +142,9 @@ def main() -> None:
     # conditions (fsync latency varies a lot on shared machines) are the same for both sides.
     fns = {"verify": lambda: pk.verify(sig, msg), "read": indexed_read, "commit": durable_commit,
            "decrypt": lambda: aead.decrypt(nonce, ct, b"aad"), "release": release}
+    if args.floor:
+        fns["floor"] = _bare_release(gate, cur, keyring, [parse_token(t, keyring) for t in tokens[-args.n * 3:]],
+                                     raw, is_sqlite, aead, nonce, ct, pk, sig, msg)
     # Within a round the order is shuffled (seeded): whatever runs right after an fsync finds cold
     # CPU caches, and a fixed order would always hand that penalty to the same item. Three batches;
     # each gives a ratio of medians; the figure reported is the median batch (fsync latency on a
@@ -166,8 +176,46 @@ def main() -> None:
     print(f"  aes-gcm decrypt  {t_decrypt:9.1f} us")
     print(f"  sum primitives   {prims:9.1f} us")
     print(f"  gate release     {t_release:9.1f} us  (verify+live read+consume+audit+commit+decrypt+tensors)")
+    if args.floor:
+        print(f"  bare work        {med['floor']:9.1f} us  (x{med['floor'] / prims:.2f} of the primitives: the same"
+              " verify, statements, commit and decrypts without the gate's code)")
     print(f"  batch ratios     {', '.join(f'{b[0]:.2f}' for b in batches)}")
     print(f"ratio: {ratio:.2f}  (budget 1.5)")
+
+
+def _bare_release(gate, cur, keyring, parsed, raw, is_sqlite, aead, nonce, ct, pk, sig, msg):  # type: ignore[no-untyped-def]
+    """The release's unavoidable work with none of its logic: one Ed25519 verify, the gate's own
+    statements (live read, consume, token use, audit head, entry, head update, templates), one
+    durable commit and three AES-GCM decrypts (data key and two templates)."""
+    import hashlib
+
+    from cameo._audit import RawAppender
+
+    sql, ap = gate._sql, RawAppender("sqlite" if is_sqlite else "postgresql")
+    _DETAIL = '{"pad":"' + "x" * 240 + '"}'  # the size of a release entry's detail
+    it = iter(parsed)
+
+    def bare() -> None:
+        t = next(it)
+        pk.verify(sig, msg)
+        if is_sqlite:
+            cur.execute("BEGIN IMMEDIATE")
+        cur.execute(sql.live, (t.jti, "studio-v1", t.grant_id))
+        row = cur.fetchone()
+        cur.execute(sql.consume, (t.grant_id, "2000-01-01T00:00:00Z"))
+        cur.execute(sql.use_once, (t.jti, t.grant_id, "studio-v1", "2000-01-01T00:00:00Z"))
+        cur.execute(ap._head)
+        seq, prev = cur.fetchone()
+        cur.execute(ap._insert, (seq + 1, "2000-01-01T00:00:00.000000Z", "bench:bare", None, row[4], _DETAIL, prev,
+                                 hashlib.sha256(prev.encode()).hexdigest()))
+        cur.execute(ap._advance, (seq + 1, hashlib.sha256(prev.encode()).hexdigest()))
+        cur.execute(sql.templates, (row[7],))
+        cur.fetchall()
+        for _ in range(3):
+            aead.decrypt(nonce, ct, b"aad")
+        raw.commit()
+
+    return bare
 
 
 if __name__ == "__main__":
