@@ -6,13 +6,14 @@ transaction per command with :func:`transaction`.
 SQLite: the rollback journal (``journal_mode=DELETE``, SQLite's default) with ``synchronous=EXTRA``
 (every commit durable: a commit in this mode is the journal's deletion, and FULL does not sync the
 directory after it, so a power cut just after COMMIT could bring the journal back and roll a
-consumed token use or an audit entry back; EXTRA syncs it), foreign keys on, ``secure_delete`` on (freed pages are zeroed: a destroyed
-data key does not linger in the file), and every transaction starts with ``BEGIN IMMEDIATE`` so
-that writers across processes serialise at the start of a decision rather than failing at its
-end. Not WAL: every transaction here writes (audit entries), so WAL's concurrent readers buy
-nothing, and WAL keeps old page images (a destroyed wrapped data key, say) in the ``-wal`` file
-until a checkpoint, while a rollback journal's pre-images are gone when the transaction commits. PostgreSQL: READ COMMITTED; the few rows that must be
-serialised (grant use counters, the audit head) are taken with row locks.
+consumed token use or an audit entry back; EXTRA syncs it), foreign keys on, ``secure_delete`` on
+(freed pages are zeroed: a destroyed data key does not linger in the file), and every transaction
+starts with ``BEGIN IMMEDIATE`` so that writers across processes serialise at the start of a
+decision rather than failing at its end. Not WAL: every transaction here writes (audit entries), so
+WAL's concurrent readers buy nothing, and WAL keeps old page images (a destroyed wrapped data key,
+say) in the ``-wal`` file until a checkpoint, while a rollback journal's pre-images are gone when
+the transaction commits. PostgreSQL: READ COMMITTED; the few rows that must be serialised (grant use
+counters, the audit head) are taken with row locks.
 """
 
 from __future__ import annotations

@@ -219,17 +219,13 @@ def _canonical_footer(kid: str) -> bytes:
     return orjson.dumps({"kid": kid})
 
 
-def _verify_v4_public(token: str, parts: list[str], key: VerifyKey) -> bytes:
+def _verify_body(body: str, key: VerifyKey, pae_tail: bytes) -> bytes:
     """PASETO v4.public verification (spec: paseto-spec, docs/01-Protocol-Versions/Version4.md,
-    "Verify"): split m||sig, then Ed25519 over PAE(h, m, f, i) with i = the token type tag.
+    "Verify"): split m||sig, then Ed25519 over PAE(h, m, f, i) with i = the token type tag;
+    ``pae_tail`` is LE64(len f) || f || LE64(len i) || i for the token's footer f.
 
     The same computation as pyseto's ``V4Public.verify`` (which mints our tokens and against which
     the tests cross-check), without its per-call object layers: this runs on every gate decision."""
-    footer = _b64url(parts[3])
-    return _verify_body(parts[2], key, _le64(len(footer)) + footer + _PAE_TAIL)
-
-
-def _verify_body(body: str, key: VerifyKey, pae_tail: bytes) -> bytes:
     if not _canonical_b64url(body):
         raise MalformedDocument("the token is not in canonical base64url")
     raw = _b64url(body)
