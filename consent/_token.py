@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 import pyseto
-from cryptography.hazmat.primitives import serialization
 
 from ._documents import DIGEST_RE, GENERATOR_RE, HANDLE_RE, MODALITIES, PURPOSES, fmt_time, parse_time
 from ._errors import (
@@ -51,7 +50,6 @@ class TokenKeyring:
     def __init__(self, active: SigningKey | None, retired: list[VerifyKey] | None = None) -> None:
         self._active = active
         self._verify: dict[str, VerifyKey] = {k.key_id: k for k in (retired or [])}
-        self._paseto: dict[str, Any] = {}
         # footer text -> (kid, key, PAE tail) for the canonical footer of each key on file; bounded
         # by the number of keys, since only the one canonical spelling per key is ever stored
         self._footers: dict[str, tuple[str, VerifyKey, bytes]] = {}
@@ -62,21 +60,6 @@ class TokenKeyring:
     @classmethod
     def verify_only(cls, keys: list[VerifyKey]) -> TokenKeyring:
         return cls(None, keys)
-
-    def verify_key(self, kid: str) -> Any:
-        """The pyseto key object for ``kid`` (for interoperability checks), or None."""
-        k = self._paseto.get(kid)
-        if k is None:
-            vk = self._verify.get(kid)
-            if vk is None:
-                return None
-            pem = vk.crypto_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-            k = self._paseto[kid] = pyseto.Key.new(4, "public", pem)
-        return k
-
-    def ed25519_key(self, kid: str) -> VerifyKey | None:
-        return self._verify.get(kid)
 
     def _footer(self, part: str) -> tuple[str, VerifyKey, bytes]:
         """The key id, key and PAE tail named by a token's footer part (base64url text)."""
