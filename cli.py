@@ -16,8 +16,35 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(help="cameo: consent-gated likeness registry.", no_args_is_help=True,
+
+def _wants_json(argv: list[str]) -> bool:
+    return "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+
+
+class _CameoGroup(TyperGroup):
+    """With ``--json`` among the arguments, usage errors (missing or unknown option, bad value,
+    unknown command) print one JSON object too, ``{"ok": false, "error": ..., "exit_code": 2}``,
+    instead of click's usage text; without it, click's own handling (messages, ``--help``)."""
+
+    def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode or not _wants_json(argv):
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as e:  # typer's click: UsageError, BadParameter, NoSuchOption, ...
+            print(json.dumps({"ok": False, "error": e.format_message(), "exit_code": e.exit_code}))
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            print(json.dumps({"ok": False, "error": "aborted", "exit_code": 1}))
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # typer.Exit(code) comes back as its code
+
+
+app = typer.Typer(help="cameo: consent-gated likeness registry.", no_args_is_help=True, cls=_CameoGroup,
                   pretty_exceptions_show_locals=False, add_completion=False)
 account_app = typer.Typer(help="Accounts and their keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -227,18 +254,72 @@ def token(
          lambda r: typer.echo(r["token"]))
 
 
+#: A permission token is far shorter; a token file holds a few (a call uses at most 2 cameos).
+MAX_TOKEN_CHARS = 4096
+MAX_TOKENS = 8
+_TOKEN_FILE_MAX = MAX_TOKENS * (MAX_TOKEN_CHARS + 2) + 4096  # bytes read at most (blank lines allowed)
+
+TokenOpt = Annotated[Optional[list[str]], typer.Option(
+    "--token", help="Permission token (repeatable; visible to local users in the process list: prefer --token-file).")]
+TokenFileOpt = Annotated[Optional[str], typer.Option(
+    "--token-file", metavar="PATH", help="Read tokens from PATH ('-' = stdin), one a line; blank lines ignored.")]
+
+
+def _read_token_file(name: str, as_json: bool) -> list[str]:
+    """The tokens of --token-file: a regular file or stdin, read with a bound, one token a line."""
+    import stat
+
+    try:
+        if name == "-":
+            raw = sys.stdin.buffer.read(_TOKEN_FILE_MAX + 1) if hasattr(sys.stdin, "buffer") \
+                else sys.stdin.read(_TOKEN_FILE_MAX + 1).encode()
+        else:
+            fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    _fail(2, f"--token-file {Path(name).name}: not a regular file", as_json)
+                raw = f.read(_TOKEN_FILE_MAX + 1)
+    except OSError as e:
+        _fail(2, f"--token-file {Path(name).name if name != '-' else '-'}: {e.strerror or 'cannot be read'}", as_json)
+    if len(raw) > _TOKEN_FILE_MAX:
+        _fail(2, f"--token-file: more than {_TOKEN_FILE_MAX} bytes (at most {MAX_TOKENS} tokens)", as_json)
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        _fail(2, "--token-file: not text (a permission token is ASCII)", as_json)
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _tokens(given: Optional[list[str]], token_file: Optional[str], as_json: bool) -> list[str]:
+    """--token values then --token-file lines: at least one, at most MAX_TOKENS, each bounded."""
+    tokens = list(given or [])
+    if token_file is not None:
+        tokens += _read_token_file(token_file, as_json)
+    if not tokens:
+        _fail(2, "no permission token: give --token TOKEN or --token-file PATH ('-' for stdin)", as_json)
+    if len(tokens) > MAX_TOKENS:
+        _fail(2, f"too many tokens ({len(tokens)}; at most {MAX_TOKENS})", as_json)
+    for i, t in enumerate(tokens, 1):
+        if len(t) > MAX_TOKEN_CHARS:
+            _fail(2, f"token {i} is longer than {MAX_TOKEN_CHARS} characters", as_json)
+    return tokens
+
+
 @app.command()
 def check(
-    token_: Annotated[list[str], typer.Option("--token", help="Permission token (repeatable).")],
     generator: Annotated[str, typer.Option("--generator", help="The generator asking.")],
     request: Annotated[Path, typer.Option("--request", help="The request the token must be bound to.")],
+    token_: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Dry-run the gate: would these tokens release conditioning now? Consumes nothing; audited."""
     from conditioning._app import check as do
 
+    tokens = _tokens(token_, token_file, as_json)
+
     def call() -> dict[str, Any]:
-        return do(_home(), list(token_), generator=generator, request=_request(request), now=_now())
+        return do(_home(), tokens, generator=generator, request=_request(request), now=_now())
 
     r = _run(call, as_json, lambda r: typer.echo("allowed" if r["allowed"] else "denied"))
     if not r["allowed"]:
@@ -417,16 +498,20 @@ def retention_run(
 @app.command()
 def generate(
     request: Annotated[Path, typer.Option("--request", help="Request JSON: prompt, params, references.")],
-    token_: Annotated[list[str], typer.Option("--token", help="Permission token, one per cameo (repeatable).")],
     generator: Annotated[str, typer.Option("--generator", help="Registered generator id.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the outputs (created on success only).")],
+    token_: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     face_model: FaceModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate through the gate: verify every token, screen references and outputs, sign provenance."""
+    """Generate through the gate: verify every token, screen references and outputs, sign provenance.
+
+    One token per cameo, from --token and/or --token-file."""
     from conditioning._generate import generate as do
 
-    _run(lambda: do(_home(), _request(request), list(token_), generator=generator, out_dir=out, now=_now(),
+    tokens = _tokens(token_, token_file, as_json)
+    _run(lambda: do(_home(), _request(request), tokens, generator=generator, out_dir=out, now=_now(),
                     face_model=face_model), as_json,
          lambda r: typer.echo("\n".join(o["file"] for o in r["outputs"])))
 
@@ -435,6 +520,9 @@ def generate(
 def provenance_verify(path: Path, as_json: JsonOpt = False) -> None:
     """Check a file's C2PA manifest (or signed sidecar): what made it, from which cameos, under which tokens."""
     from conditioning._generate import provenance_verify as do
+
+    if not path.is_file():  # bad input (2), as a missing file is everywhere else
+        _fail(2, f"{path.name}: no such file, or not a regular file", as_json)
 
     def pretty(r: dict[str, Any]) -> None:
         c = r["claim"]

@@ -33,6 +33,7 @@ from ._errors import (
     NotInitialised,
     ProtectedIdentity,
     Reason,
+    SampleRateTooLow,
     SilentAudio,
     TooLittleSpeech,
     UnknownAccount,
@@ -52,6 +53,6 @@ __all__ = [
     "Home", "IdentityConflict", "InconsistentIdentity", "InvalidDuration", "InvalidHandle", "InvalidRequest",
     "KeyDestroyed", "KeyWrapper", "LivenessFailed", "LocalKek", "MediaError", "MintDenied", "MultipleFaces",
     "NoFaceFound", "NoiseOnly", "NotEnrolled", "NotFound", "NotInitialised", "ProtectedIdentity", "Reason",
-    "SilentAudio", "TooLittleSpeech", "UnknownAccount", "UnknownGenerator", "UnknownGrant", "Vault", "VaultError",
-    "VoiceError", "WrongPassphrase",
+    "SampleRateTooLow", "SilentAudio", "TooLittleSpeech", "UnknownAccount", "UnknownGenerator", "UnknownGrant",
+    "Vault", "VaultError", "VoiceError", "WrongPassphrase",
 ]

@@ -15,7 +15,7 @@ from consent import Grant, Revocation, SigningKey, TokenRequest, fmt_time, new_i
 
 from . import _audit as audit
 from . import _registry as reg
-from ._db import make_engine, require_schema, transaction, upgrade
+from ._db import make_engine, require_schema, restrict_sqlite_file, transaction, upgrade
 from ._errors import BadInput, DuplicateHandle, UnknownGrant
 from ._home import Home, check_handle, write_private
 from ._models import Account
@@ -49,7 +49,8 @@ def init(home: Home, *, now: datetime) -> dict[str, Any]:
     home.vault()  # the vault key is readable and well formed
     key = home.token_signing_key()
     eng = engine_for(home, check=False)
-    upgrade(eng)
+    upgrade(eng)  # a new SQLite file is created 0600 (make_engine); an older one is narrowed here
+    restrict_sqlite_file(home.db_url)
     with transaction(eng) as s:
         rid = reg.initialise(s, token_key=key.public, now=now)
     return {"home": str(home.path), "database": _redact(home.db_url), "registry_id": rid, "created": created}
@@ -148,8 +149,14 @@ def token(home: Home, owner: str, grantee: str, *, passphrase: str, generator: s
     life = reg.parse_duration(ttl, max_days=1) if ttl else reg.DEFAULT_TOKEN_TTL
     with transaction(engine_for(home)) as s:
         g = reg.get_account(s, grantee)
-        reg.get_account(s, owner)
+        o = reg.get_account(s, owner)
         key = home.load_key(grantee, passphrase)
+        if grant_id is not None:  # a grant that is not owner -> grantee is not found (4), not a denial (3)
+            from ._models import GrantRow
+
+            row = s.get(GrantRow, grant_id)
+            if row is None or row.owner_id != o.id or row.grantee_id != g.id:
+                raise UnknownGrant(f"no grant {grant_id[:64]!r} from {owner} to {grantee}")
         req = TokenRequest.create(key, id=new_id("treq"), grantee=grantee, grantee_key=g.key_id, owner=owner,
                                   grant_id=grant_id, generator=generator, purpose=purpose,
                                   request_digest=request.digest, created=now)

@@ -12,13 +12,16 @@ starts with ``BEGIN IMMEDIATE`` so that writers across processes serialise at th
 decision rather than failing at its end. Not WAL: every transaction here writes (audit entries), so
 WAL's concurrent readers buy nothing, and WAL keeps old page images (a destroyed wrapped data key,
 say) in the ``-wal`` file until a checkpoint, while a rollback journal's pre-images are gone when
-the transaction commits. PostgreSQL: READ COMMITTED; the few rows that must be serialised (grant use
-counters, the audit head) are taken with row locks.
+the transaction commits. The database file is created 0600 before SQLite first opens it (SQLite
+gives its ``-journal`` the mode of the database file), and ``cameo init`` narrows an existing one
+to 0600 (:func:`restrict_sqlite_file`). PostgreSQL: READ COMMITTED; the few rows that must be
+serialised (grant use counters, the audit head) are taken with row locks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,11 +44,50 @@ class DatabaseError(CameoError):
 _ROWCOUNT = {"preserve_rowcount": True}
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None (another backend, an in-memory or a ``file:`` URI database)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except (SQLAlchemyError, ValueError):
+        return None
+    db = u.database
+    if u.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty file 0600 (whatever the umask) unless it exists; SQLite then opens it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except (FileExistsError, FileNotFoundError):
+        return  # there already, or no folder (SQLite's own error follows)
+    os.close(fd)
+
+
+def restrict_sqlite_file(url: str) -> None:
+    """chmod 0600 the SQLite database file of ``url`` and its journal, if they exist."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    for p in (path, path.with_name(path.name + "-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(p, 0o600)
+
+
 def make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"isolation_level": None, "timeout": 30},
                                    execution_options=_ROWCOUNT)
+            path = sqlite_path(url)
+
+            if path is not None:
+                @event.listens_for(engine, "do_connect")
+                def _private_file(_dialect, _rec, _cargs, _cparams):  # type: ignore[no-untyped-def]
+                    _create_private(path)  # before SQLite creates it with the umask's mode (0644)
 
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _rec):  # type: ignore[no-untyped-def]

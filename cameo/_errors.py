@@ -120,6 +120,11 @@ class MediaError(EnrollmentError):
     """The file cannot be decoded as the media it should be."""
 
 
+class SampleRateTooLow(MediaError):
+    """Audio (a clip or a video's sound track) recorded below 16 kHz: resampling it up cannot add
+    what was never recorded, and its voice embedding would not match the same speaker at 16 kHz."""
+
+
 class NoFaceFound(EnrollmentError):
     pass
 

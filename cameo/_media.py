@@ -3,8 +3,11 @@
 Everything that comes out of here is in one canonical form, whatever went in:
 
 - images: RGB ``uint8`` arrays, shape ``(H, W, 3)``, C-contiguous, EXIF orientation applied;
-- audio: ``float32`` mono samples at :data:`SAMPLE_RATE` (16 kHz), whatever the file's rate and
-  channel layout (resemblyzer gives a wrong embedding for 44.1 kHz audio it is not told about);
+- audio: ``float32`` mono samples at :data:`SAMPLE_RATE` (16 kHz), whatever the file's channel
+  layout; a rate above 16 kHz is resampled down (resemblyzer gives a wrong embedding for 44.1 kHz
+  audio it is not told about), a rate below is refused with
+  :class:`~cameo._errors.SampleRateTooLow` (resampling up adds nothing that was never recorded,
+  and the embedding of such a clip does not match the same speaker recorded at 16 kHz);
 - video: a list of :class:`VideoFrame` (RGB frame + timestamp) sampled over the clip, and the
   audio track in the audio form above, or ``None`` when the container has no audio stream.
 
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cameo._errors import MediaError
+from cameo._errors import MediaError, SampleRateTooLow
 
 __all__ = [
     "SAMPLE_RATE",
@@ -52,6 +55,15 @@ _AUDIO_SUFFIXES_SOUNDFILE = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", "
 
 def _name(path: str | os.PathLike[str]) -> str:
     return Path(path).name
+
+
+def _check_rate(rate: int, name: str, what: str = "audio") -> int:
+    """The native rate of an audio stream, refused below :data:`SAMPLE_RATE` (16 kHz)."""
+    if rate < SAMPLE_RATE:
+        raise SampleRateTooLow(
+            f"{what} recorded at {rate} Hz; voice needs at least {SAMPLE_RATE} Hz "
+            "(upsampling cannot restore what was never recorded)", source=name)
+    return rate
 
 
 def _check_file(path: str | os.PathLike[str]) -> Path:
@@ -122,8 +134,9 @@ def load_audio(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode an audio file (or the audio track of a video) to float32 mono at 16 kHz.
 
     WAV/FLAC/OGG/AIFF go through soundfile; anything else (MP3, M4A, MP4, ...) through PyAV.
-    Channels are averaged; any sample rate is resampled. Raises :class:`MediaError` on a corrupt
-    file, a file without an audio stream, or an empty one.
+    Channels are averaged; a rate above 16 kHz is resampled. Raises :class:`SampleRateTooLow`
+    for audio recorded below 16 kHz, :class:`MediaError` on a corrupt file, a file without an
+    audio stream, or an empty one.
     """
     p = _check_file(path)
     if p.suffix.lower() in _AUDIO_SUFFIXES_SOUNDFILE:
@@ -136,7 +149,7 @@ def load_audio(path: str | os.PathLike[str]) -> np.ndarray:
         samples = _to_mono(data)
         if samples.size == 0:
             raise MediaError("audio file holds no samples", source=p.name)
-        return resample(samples, int(sr))
+        return resample(samples, _check_rate(int(sr), p.name))
     decoded = _decode_audio_av(p)
     if decoded is None:
         raise MediaError("no audio stream in the file", source=p.name)
@@ -146,7 +159,9 @@ def load_audio(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def _decode_audio_av(p: Path, container: object | None = None) -> np.ndarray | None:
-    """Decode the first audio stream with PyAV -> float32 mono 16 kHz, or None if there is none."""
+    """Decode the first audio stream with PyAV -> float32 mono 16 kHz, or None if there is none.
+
+    A stream whose native rate is below 16 kHz raises :class:`SampleRateTooLow` before decoding."""
     import av
 
     own = container is None
@@ -163,6 +178,7 @@ def _decode_audio_av(p: Path, container: object | None = None) -> np.ndarray | N
         rate = int(stream.rate or stream.codec_context.sample_rate or 0)
         if rate <= 0:
             raise MediaError("audio stream has no sample rate", source=p.name)
+        _check_rate(rate, p.name, "audio track" if c.streams.video else "audio")  # type: ignore[attr-defined]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
         chunks: list[np.ndarray] = []
         try:
@@ -228,7 +244,8 @@ def load_video(
 
     ``progress(done, total)`` is called after each decoded frame batch.
     Raises :class:`MediaError` for a file that cannot be opened, has no video stream, or
-    whose stream fails to decode before any frame came out.
+    whose stream fails to decode before any frame came out; :class:`SampleRateTooLow` (with
+    ``with_audio``) for a sound track recorded below 16 kHz.
     """
     import av
 
@@ -244,6 +261,9 @@ def load_video(
     try:
         if not c.streams.video:
             raise MediaError("no video stream in the file", source=p.name)
+        if with_audio and c.streams.audio:  # refuse a sound track below 16 kHz before decoding frames
+            a = c.streams.audio[0]
+            _check_rate(int(a.rate or a.codec_context.sample_rate or SAMPLE_RATE), p.name, "audio track")
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
         fps = float(vs.average_rate) if vs.average_rate else 0.0

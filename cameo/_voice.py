@@ -5,7 +5,10 @@ vector. :func:`check_speech` is the gate in front of it; every embedding this mo
 comes from audio that passed it (digital silence, NaN, clipping, no speech, too little speech
 each raise their own :class:`~cameo._errors.VoiceError`).
 
-Audio here is always float32 mono at 16 kHz (see :mod:`cameo._media`).
+Audio here is always float32 mono at 16 kHz (see :mod:`cameo._media`, which refuses audio
+recorded below 16 kHz with :class:`~cameo._errors.SampleRateTooLow`: a clip upsampled from 8 kHz
+embeds away from the same speaker at 16 kHz, so it would neither enroll nor screen faithfully).
+Files are never loaded through resemblyzer's own ``preprocess_wav``, which resamples silently.
 
 Calibration (DEV set ``voices/``, LibriSpeech; resemblyzer 0.1.4, torch 2.13 CPU; cosine):
 
