@@ -20,20 +20,106 @@ from sqlalchemy.orm import Session
 from ._cameos import load_protected, load_vectors
 from ._vault import Vault
 
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-AUDIO_EXT = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"}
-VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+#: Bytes of a file's head that :func:`sniff` looks at.
+SNIFF_BYTES = 64
+
+
+@dataclass(frozen=True)
+class MediaType:
+    """What a file's bytes are (never what its name says): ``kind`` is image, audio or video;
+    ``mime`` is handed to readers that need one (c2pa); ``ext`` names a staged copy so that
+    decoders which look at the suffix see the truth."""
+
+    kind: str
+    mime: str
+    ext: str
+    weak: bool = field(default=False, compare=False)
+    """Recognised by a short frame-sync pattern only (raw MPEG audio, ADTS), which random bytes
+    can show by chance: only a decoder confirms it."""
+
+
+_MPEG_AUDIO = MediaType("audio", "audio/mpeg", ".mp3")
+_MPEG_FRAMES = MediaType("audio", "audio/mpeg", ".mp3", weak=True)
+_BMFF_AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
+_BMFF_IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+_BMP_HEADERS = {12, 40, 52, 56, 64, 108, 124}
+
+
+def sniff(head: bytes) -> MediaType | None:
+    """The media type of a file from its first :data:`SNIFF_BYTES` bytes (magic numbers), or
+    None when they are not an image, audio or video format screening can decode.
+
+    image: JPEG, PNG, GIF, BMP, WebP, TIFF; audio: RIFF/WAVE, AIFF, FLAC, Ogg, MP3 (ID3 or an
+    MPEG audio frame), AAC (ADTS), M4A (ISO BMFF with an audio brand); video: other ISO BMFF
+    (MP4, MOV), Matroska/WebM, AVI, Ogg with Theora. A decoder confirms later: bytes that only
+    look like a format fail to decode and are refused there.
+    """
+    h = bytes(head[:SNIFF_BYTES])
+    if h.startswith(b"\xff\xd8\xff"):
+        return MediaType("image", "image/jpeg", ".jpg")
+    if h.startswith(b"\x89PNG"):
+        return MediaType("image", "image/png", ".png")
+    if h.startswith((b"GIF87a", b"GIF89a")):
+        return MediaType("image", "image/gif", ".gif")
+    if h.startswith((b"II*\x00", b"MM\x00*")):
+        return MediaType("image", "image/tiff", ".tif")
+    if h.startswith(b"BM") and len(h) >= 18 and int.from_bytes(h[14:18], "little") in _BMP_HEADERS:
+        return MediaType("image", "image/bmp", ".bmp")
+    if h.startswith(b"RIFF") and len(h) >= 12:
+        form = h[8:12]
+        if form == b"WEBP":
+            return MediaType("image", "image/webp", ".webp")
+        if form == b"WAVE":
+            return MediaType("audio", "audio/wav", ".wav")
+        if form == b"AVI ":
+            return MediaType("video", "video/x-msvideo", ".avi")
+        return None
+    if h.startswith(b"FORM") and h[8:12] in (b"AIFF", b"AIFC"):
+        return MediaType("audio", "audio/aiff", ".aiff")
+    if h.startswith(b"fLaC"):
+        return MediaType("audio", "audio/flac", ".flac")
+    if h.startswith(b"OggS"):
+        if b"\x80theora" in h:
+            return MediaType("video", "video/ogg", ".ogv")
+        return MediaType("audio", "audio/ogg", ".ogg")
+    if h.startswith(b"ID3"):
+        return _MPEG_AUDIO
+    if len(h) >= 12 and h[4:8] == b"ftyp":
+        brand = h[8:12]
+        if brand in _BMFF_AUDIO_BRANDS:
+            return MediaType("audio", "audio/mp4", ".m4a")
+        if brand in _BMFF_IMAGE_BRANDS:
+            return None  # HEIF/AVIF stills: no decoder here to screen them with
+        if brand == b"qt  ":
+            return MediaType("video", "video/quicktime", ".mov")
+        return MediaType("video", "video/mp4", ".mp4")
+    if h.startswith(b"\x1a\x45\xdf\xa3"):
+        if b"webm" in h:
+            return MediaType("video", "video/webm", ".webm")
+        return MediaType("video", "video/x-matroska", ".mkv")
+    if len(h) >= 3 and h[0] == 0xFF and h[1] & 0xE0 == 0xE0:
+        layer, rate, freq = (h[1] >> 1) & 3, h[2] >> 4, (h[2] >> 2) & 3
+        if layer == 0 and h[1] & 0xF6 == 0xF0 and freq != 3:  # ADTS AAC (sync 12 bits, layer 00)
+            return MediaType("audio", "audio/aac", ".aac", weak=True)
+        if layer != 0 and rate not in (0, 15) and freq != 3 and (h[1] >> 3) & 3 != 1:
+            return _MPEG_FRAMES
+    return None
+
+
+def sniff_file(path: Path) -> MediaType | None:
+    """:func:`sniff` on a file's head. Raises OSError."""
+    with open(path, "rb") as f:
+        return sniff(f.read(SNIFF_BYTES))
 
 
 def media_kind(path: Path) -> str:
-    ext = path.suffix.lower()
-    if ext in IMAGE_EXT:
-        return "image"
-    if ext in AUDIO_EXT:
-        return "audio"
-    if ext in VIDEO_EXT:
-        return "video"
-    return "unknown"
+    """``image``, ``audio``, ``video`` by the file's bytes (its name is not looked at), or
+    ``unknown`` (also for a file that cannot be read)."""
+    try:
+        found = sniff_file(path)
+    except OSError:
+        return "unknown"
+    return found.kind if found else "unknown"
 
 
 @dataclass(frozen=True)
@@ -137,36 +223,130 @@ class Encoders:
         return self._voice
 
 
-def probe(path: Path, encoders: Encoders, *, max_frames: int = 8) -> dict[str, list[np.ndarray]]:
-    """Embeddings found in a media file: every face of an image, faces of sampled video frames,
-    the voice of an audio (or video) track when it holds enough speech."""
-    from ._errors import EnrollmentError, MediaError
-    from .biometrics import embed_voice_file, load_video, observe_faces
+#: Screening looks for faces at each right angle: a face turned 90 or 180 degrees (or an image
+#: saved without its orientation tag) is still a face. Enrollment does not (it wants upright
+#: faces and refuses the rest).
+ROTATIONS = (0, 1, 2, 3)  # quarter turns, counter-clockwise (numpy.rot90)
 
-    kind = media_kind(path)
+#: Before detection an image whose short side is below this is scaled up to it (bicubic), and
+#: dlib's detector then runs with one upsampling step: dlib's HOG window is 80 px, so one step
+#: finds faces down to ~40 px of the scaled image. Measured floor on the DEV photos (a face shrunk
+#: until screening stops finding it): see tests/test_screen_content.py
+#: (``test_the_face_size_floor_of_screening``). Large images are not scaled.
+SCREEN_MIN_SIDE = 320
+#: Above this many pixels (after scaling) detection runs without dlib's upsampling (time).
+SCREEN_UPSAMPLE_MAX_PIXELS = 2_500_000
+#: Frames of an animated image (GIF, WebP, TIFF pages) looked at, spread over the sequence.
+MAX_IMAGE_FRAMES = 8
+
+
+def _scaled(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    short = min(h, w)
+    if short >= SCREEN_MIN_SIDE:
+        return rgb
+    f = SCREEN_MIN_SIDE / short
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    return np.ascontiguousarray(cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC))
+
+
+def screen_faces(rgb: np.ndarray, encoder: Any, *, source: str,
+                 rotations: tuple[int, ...] = ROTATIONS) -> list[np.ndarray]:
+    """Embeddings of every face screening finds in one picture: small pictures scaled up, each
+    right-angle rotation searched, dlib's detector upsampled once (the aggressive search that
+    screening wants and enrollment does not)."""
+    from ._face import DlibFaceEncoder
+
+    img = _scaled(rgb)
+    out: list[np.ndarray] = []
+    for k in rotations:
+        turned = np.ascontiguousarray(np.rot90(img, k)) if k else img
+        if isinstance(encoder, DlibFaceEncoder):
+            up = 1 if turned.shape[0] * turned.shape[1] <= SCREEN_UPSAMPLE_MAX_PIXELS else 0
+            found = encoder.detect(turned, source=source, upsample=up)
+            if not found and up == 0:
+                found = encoder.detect(turned, source=source, upsample=1)
+        else:
+            found = encoder.detect(turned, source=source)
+        for ob in found:
+            emb = encoder.embed(turned, ob).embedding
+            if emb is not None:
+                out.append(emb)
+    return out
+
+
+def _image_frames(path: Path) -> list[np.ndarray]:
+    """The first frame as :func:`cameo._media.load_image` decodes it (EXIF orientation applied),
+    then the further frames of an animated image, up to :data:`MAX_IMAGE_FRAMES`."""
+    from PIL import Image
+
+    from ._errors import MediaError
+    from ._media import load_image
+
+    frames = [load_image(path)]
+    try:
+        with Image.open(path) as im:
+            n = int(getattr(im, "n_frames", 1) or 1)
+            if n > 1:
+                for idx in sorted(set(np.linspace(1, n - 1, min(MAX_IMAGE_FRAMES - 1, n - 1)).round().astype(int))):
+                    im.seek(int(idx))
+                    frames.append(np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8)))
+    except (OSError, ValueError, EOFError, SyntaxError) as e:
+        raise MediaError(f"image cannot be decoded ({type(e).__name__})", source=path.name) from e
+    return frames
+
+
+def probe(path: Path, encoders: Encoders, *, max_frames: int = 8, name: str | None = None) -> dict[str, list[np.ndarray]]:
+    """Embeddings found in a media file, which is recognised by its bytes (:func:`sniff`), not
+    its name: every face of an image (each frame of an animated one), faces of sampled video
+    frames, the voice of an audio (or video) track when it holds enough speech. Faces are
+    searched as :func:`screen_faces` does. ``name`` is how the file is called in messages.
+
+    Raises :class:`~cameo._errors.MediaError` for a file that is not recognisable media or does
+    not decode: screening refuses what it cannot look at."""
+    from ._errors import EnrollmentError, MediaError
+    from .biometrics import embed_voice_file, voice_sample
+    from ._media import load_video
+
+    shown = name or path.name
+    try:
+        found = sniff_file(path)
+    except OSError as e:
+        raise MediaError(f"cannot read the file ({e.strerror})", source=shown) from e
+    if found is None:
+        raise MediaError("not a recognised image, audio or video file", source=shown)
     out: dict[str, list[np.ndarray]] = {"face": [], "voice": []}
-    if kind == "image":
-        out["face"] = [o.embedding for o in observe_faces(path, encoders.face) if o.embedding is not None]
-    elif kind == "audio":
-        try:
-            out["voice"] = [embed_voice_file(path, encoders.voice)]
-        except EnrollmentError as e:
-            if isinstance(e, MediaError):
-                raise
-    elif kind == "video":
+    if found.kind == "image":
+        for i, rgb in enumerate(_image_frames(path)):
+            out["face"] += screen_faces(rgb, encoders.face, source=shown if i == 0 else f"{shown}#frame {i}")
+        return out
+    if found.kind == "video" and _has_video_stream(path, shown):
         clip = load_video(path, max_frames=max_frames)
         for fr in clip.frames:
-            for ob in encoders.face.detect(fr.rgb, source=f"{path.name}#frame {fr.index}"):
-                emb = encoders.face.embed(fr.rgb, ob).embedding
-                if emb is not None:
-                    out["face"].append(emb)
+            out["face"] += screen_faces(fr.rgb, encoders.face, source=f"{shown}#frame {fr.index}")
         if clip.audio is not None:
-            from .biometrics import voice_sample
-
             try:
-                out["voice"] = [voice_sample(clip.audio, encoders.voice, source=path.name).embedding]
+                out["voice"] = [voice_sample(clip.audio, encoders.voice, source=shown).embedding]
             except EnrollmentError:
-                pass
-    else:
-        raise MediaError(f"unsupported media type {path.suffix or '(none)'}", source=path.name)
+                pass  # no usable speech in the track: nothing to search for
+        return out
+    try:  # audio, or a video container that holds only sound
+        out["voice"] = [embed_voice_file(path, encoders.voice)]
+    except EnrollmentError as e:
+        if isinstance(e, MediaError):
+            raise
     return out
+
+
+def _has_video_stream(path: Path, shown: str) -> bool:
+    import av
+
+    from ._errors import MediaError
+
+    try:
+        with av.open(str(path)) as c:
+            return bool(c.streams.video)
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(f"media cannot be opened ({type(e).__name__})", source=shown) from e

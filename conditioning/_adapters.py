@@ -1,6 +1,8 @@
 """Generator adapters: how a released :class:`ConditioningBundle` reaches a model.
 
-Every adapter follows one small protocol (:class:`GeneratorAdapter`): ``check`` refuses a bundle
+Every adapter follows one small protocol (:class:`GeneratorAdapter`): ``validate_request``
+refuses a request whose parameters the adapter would not accept (called before anything is
+consumed: see :func:`validate_request`), ``check`` refuses a bundle
 whose templates the model cannot use (a dlib 128-d face for an ArcFace model, say) with
 :class:`~conditioning._errors.AdapterMismatch`, and ``generate`` consumes the bundle and writes
 media files. Adapters never log, print or put an embedding in an error message, and they zero
@@ -65,6 +67,7 @@ __all__ = [
     "get_adapter",
     "open_sealed",
     "seal_bundle",
+    "validate_request",
 ]
 
 ANY_FAMILY = "*"
@@ -81,6 +84,12 @@ class GeneratorAdapter(Protocol):
 
     name: str
     face_families: tuple[str, ...]
+
+    def validate_request(self, request: Mapping[str, Any]) -> None:
+        """Raise AdapterMismatch for any request value the adapter would refuse (every parameter
+        it reads: seed, steps, target, ...). Called before the gate consumes a use, so that a
+        parameter can never be refused after the commit."""
+        ...
 
     def check(self, bundle: ConditioningBundle) -> None:
         """Raise AdapterMismatch when the bundle's templates do not fit the model."""
@@ -163,13 +172,43 @@ def _param(request: Mapping[str, Any], key: str, default: Any = None) -> Any:
     return default
 
 
+def validate_request(adapter: Any, request: Mapping[str, Any]) -> None:
+    """Have ``adapter`` validate every request value it reads, before the gate consumes a use.
+
+    An adapter without ``validate_request`` is refused (:class:`AdapterUnavailable`): it could
+    refuse a parameter only after the commit, when the use is already spent."""
+    check = getattr(adapter, "validate_request", None)
+    if not callable(check):
+        raise AdapterUnavailable(
+            f"adapter {getattr(adapter, 'name', type(adapter).__name__)!r} has no validate_request: "
+            "its parameters could only be refused after a use is consumed"
+        )
+    check(request)
+
+
+_MAX_SEED = (1 << 63) - 1
+
+
 def _request_seed(request: Mapping[str, Any]) -> int:
     seed = _param(request, "seed")
     if seed is not None:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise AdapterMismatch("request 'seed' must be a non-negative integer")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= _MAX_SEED:
+            raise AdapterMismatch("request 'seed' must be an integer from 0 to 2**63 - 1")
         return seed
     return 0
+
+
+def _integer(request: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = _param(request, key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise AdapterMismatch(f"request {key!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _optional_text(request: Mapping[str, Any], key: str) -> None:
+    value = _param(request, key)
+    if value is not None and not isinstance(value, str):
+        raise AdapterMismatch(f"request {key!r} must be a string")
 
 
 def _prompt(request: Mapping[str, Any]) -> str:
@@ -240,11 +279,17 @@ class DemoAdapter:
         self.size = size
         self.sample_rate = sample_rate
 
+    def validate_request(self, request: Mapping[str, Any]) -> None:
+        """Reads ``prompt`` and ``seed``."""
+        _prompt(request)
+        _request_seed(request)
+
     def check(self, bundle: ConditioningBundle) -> None:
         _check_faces(self.name, self.face_families, bundle)
 
     def generate(self, bundle: ConditioningBundle, request: Mapping[str, Any], out_dir: Path) -> list[Path]:
         self.check(bundle)
+        self.validate_request(request)
         prompt = _prompt(request)
         seed = _request_seed(request)
         request_key = hashlib.sha256(
@@ -433,6 +478,23 @@ class DiffusersFaceIDAdapter:
         if hasattr(pipeline, "set_progress_bar_config"):
             pipeline.set_progress_bar_config(disable=True)
 
+    def validate_request(self, request: Mapping[str, Any]) -> None:
+        """Reads ``prompt`` (or ``prompt_embeds``), ``negative_prompt``, ``seed``, ``steps``
+        (1-1000), ``guidance_scale``, ``identity_scale``, ``height`` and ``width`` (multiples of 8,
+        up to 4096)."""
+        _request_seed(request)
+        _integer(request, "steps", self.steps, 1, 1000)
+        _number(request, "guidance_scale", self.guidance_scale)
+        _number(request, "identity_scale", self.scale)
+        for key in ("height", "width"):
+            if _param(request, key) is not None and _integer(request, key, 0, 8, 4096) % 8:
+                raise AdapterMismatch(f"request {key!r} must be divisible by 8")
+        if request.get("prompt_embeds") is None:
+            if getattr(self.pipeline, "tokenizer", None) is None:
+                raise AdapterMismatch("this pipeline has no tokenizer: give the request 'prompt_embeds'")
+            _prompt(request)
+        _optional_text(request, "negative_prompt")
+
     def check(self, bundle: ConditioningBundle) -> None:
         _check_faces(
             self.name,
@@ -444,6 +506,7 @@ class DiffusersFaceIDAdapter:
 
     def generate(self, bundle: ConditioningBundle, request: Mapping[str, Any], out_dir: Path) -> list[Path]:
         self.check(bundle)
+        self.validate_request(request)
         pipe = self.pipeline
         guidance = _number(request, "guidance_scale", self.guidance_scale)
         scale = _number(request, "identity_scale", self.scale)
@@ -459,7 +522,7 @@ class DiffusersFaceIDAdapter:
             embeds = positive
 
         kwargs: dict[str, Any] = {
-            "num_inference_steps": _number(request, "steps", self.steps, int),
+            "num_inference_steps": _integer(request, "steps", self.steps, 1, 1000),
             "guidance_scale": guidance,
             "generator": torch.Generator(device="cpu").manual_seed(_request_seed(request)),
             "ip_adapter_image_embeds": [embeds],
@@ -467,14 +530,12 @@ class DiffusersFaceIDAdapter:
         }
         for key in ("height", "width"):
             if _param(request, key) is not None:
-                kwargs[key] = _number(request, key, 0, int)
+                kwargs[key] = _integer(request, key, 0, 8, 4096)
         if request.get("prompt_embeds") is not None:
             kwargs["prompt_embeds"] = request["prompt_embeds"]
             if request.get("negative_prompt_embeds") is not None:
                 kwargs["negative_prompt_embeds"] = request["negative_prompt_embeds"]
         else:
-            if getattr(pipe, "tokenizer", None) is None:
-                raise AdapterMismatch("this pipeline has no tokenizer: give the request 'prompt_embeds'")
             kwargs["prompt"] = _prompt(request)
             if isinstance(_param(request, "negative_prompt"), str):
                 kwargs["negative_prompt"] = _param(request, "negative_prompt")
@@ -573,6 +634,14 @@ class InswapperAdapter:
             expects=" from insightface ArcFace (512-d)",
         )
 
+    def validate_request(self, request: Mapping[str, Any]) -> None:
+        """Reads ``target`` (decoded here, so an unreadable one is refused before anything is
+        consumed) and ``source_cameo`` (a cameo id, when given)."""
+        self._target(request)
+        wanted = _param(request, "source_cameo")
+        if wanted is not None and (not isinstance(wanted, str) or not wanted):
+            raise AdapterMismatch("request 'source_cameo' must be a cameo id")
+
     def _target(self, request: Mapping[str, Any]) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
@@ -584,10 +653,12 @@ class InswapperAdapter:
                 if target.ndim != 3 or target.shape[2] != 3 or target.dtype != np.uint8:
                     raise AdapterMismatch("request 'target' must be an RGB uint8 array (H, W, 3)")
                 image = Image.fromarray(target, "RGB")
-            else:
+            elif isinstance(target, (str, Path)):
                 with Image.open(Path(target)) as opened:
                     image = opened.convert("RGB")
-        except (OSError, UnidentifiedImageError) as e:
+            else:
+                raise AdapterMismatch("request 'target' must be an image path or an RGB uint8 array")
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             raise AdapterMismatch(f"inswapper cannot read the target image: {type(e).__name__}") from e
         if image.size != (self.input_size, self.input_size):
             image = image.resize((self.input_size, self.input_size), Image.Resampling.BICUBIC)
@@ -911,6 +982,9 @@ class SealedExportAdapter:
         self.ttl = ttl if isinstance(ttl, timedelta) else timedelta(seconds=float(ttl))
         self.signing_key = signing_key
         self.clock = clock
+
+    def validate_request(self, request: Mapping[str, Any]) -> None:
+        """Reads no request value (the bundle is sealed as released)."""
 
     def check(self, bundle: ConditioningBundle) -> None:
         _check_faces(self.name, self.face_families, bundle)

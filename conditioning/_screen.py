@@ -4,6 +4,11 @@
   searched against every enrolled template (and the protected list) of the same encoder. A match
   to a cameo without a valid token in the same call, or to the protected list, denies the call;
   the matched owner is told (an audit entry under their name).
+- Media are recognised by their bytes, never their names (a JPEG called ``.bin`` is a JPEG), and
+  screening looks only at the private copies of the bytes the request's digest covers; a
+  reference that is not recognisable media, or does not decode, is refused.
+- Faces are searched at the four right angles, small pictures scaled up
+  (:func:`cameo._likeness.screen_faces`).
 - A reference that carries cameo provenance (it was made from someone's cameo) is a remix: it
   needs that cameo's token with purpose ``remix`` in the same call.
 - Generated outputs are screened the same way before they are returned: an output showing an
@@ -24,8 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cameo._db import transaction
-from cameo._errors import Reason
-from cameo._likeness import Encoders, Hit, LikenessDirectory, media_kind, probe
+from cameo._errors import MediaError, Reason
+from cameo._likeness import Encoders, Hit, LikenessDirectory, probe, sniff_file
 from cameo._models import Account, Cameo
 from consent import PermissionToken
 
@@ -48,22 +53,55 @@ class MediaScan:
 
 
 def scan(paths: Sequence[Path], *, directory: LikenessDirectory, encoders: Encoders,
-         authority: Any = None) -> MediaScan:
+         authority: Any = None, names: Sequence[str] | None = None, outputs: bool = False) -> MediaScan:
+    """Probe each file (recognised by its bytes, never its name) and search what it shows.
+
+    A reference that is not recognisable media, or does not decode, is refused
+    (:class:`~cameo._errors.MediaError`): what screening cannot look at does not go in. For
+    ``outputs``, a file that is not media at all (a sealed export) has no likeness to show and is
+    skipped, as is one recognised only by a weak frame-sync pattern that does not decode.
+    ``names`` are the files' names in findings (default: each path's own name)."""
     out = MediaScan()
-    for p in paths:
-        kind = media_kind(p)
-        if kind == "unknown":
-            continue
-        found = probe(p, encoders)
+    shown = list(names) if names is not None else [p.name for p in paths]
+    best: dict[tuple[str, str, str, str], int] = {}
+    for p, name in zip(paths, shown, strict=True):
+        if outputs:
+            try:
+                kind = sniff_file(p)
+            except OSError as e:
+                raise MediaError(f"cannot read the output ({e.strerror})", source=name) from e
+            if kind is None:
+                continue
+            try:
+                found = probe(p, encoders, name=name)
+            except MediaError:
+                if kind.weak:
+                    continue
+                raise
+        else:
+            found = probe(p, encoders, name=name)
         for modality in ("face", "voice"):
             enc = encoders.face if modality == "face" else encoders.voice
             for vec in found[modality]:
                 for hit in directory.search(modality, enc, vec):
-                    if hit.match:
-                        out.hits.append((p.name, hit))
+                    if not hit.match:
+                        continue
+                    # one finding per person per file, at the closest score (a face found at
+                    # several rotations or frames is one face)
+                    key = (name, hit.who, hit.kind, hit.modality)
+                    if key not in best:
+                        best[key] = len(out.hits)
+                        out.hits.append((name, hit))
+                    elif _closer(hit, out.hits[best[key]][1]):
+                        out.hits[best[key]] = (name, hit)
         if authority is not None:
-            out.remixed_cameos += [(p.name, c) for c in _provenance_cameos(p, authority)]
+            out.remixed_cameos += [(name, c) for c in _provenance_cameos(p, authority)
+                                   if (name, c) not in out.remixed_cameos]
     return out
+
+
+def _closer(a: Hit, b: Hit) -> bool:
+    return a.score > b.score if a.metric == "cosine" else a.score < b.score
 
 
 def _provenance_cameos(path: Path, authority: Any) -> list[str]:
@@ -139,22 +177,29 @@ class Screener:
                 self._directory = LikenessDirectory.load(s, self._vault)
         return self._directory
 
-    def _scan(self, files: Sequence[Path], *, authority: Any) -> tuple[MediaScan, dict[str, tuple[str, str]]]:
-        result = scan(files, directory=self.directory, encoders=self.encoders, authority=authority)
+    def _scan(self, files: Sequence[Path], *, authority: Any, names: Sequence[str] | None = None,
+              outputs: bool = False) -> tuple[MediaScan, dict[str, tuple[str, str]]]:
+        result = scan(files, directory=self.directory, encoders=self.encoders, authority=authority, names=names,
+                      outputs=outputs)
         ids: dict[str, tuple[str, str]] = {}
         if result.hits or result.remixed_cameos:
             with transaction(self._engine) as s:
                 ids = resolve(s, result)
         return result, ids
 
-    def prepare(self, references: Sequence[Path]) -> None:
-        """Probe the request's references (before the gate's transaction: slow, needs no lock)."""
+    def prepare(self, references: Sequence[Any]) -> None:
+        """Probe the request's references (before the gate's transaction: slow, needs no lock).
+
+        ``references`` are the private copies of the bound bytes
+        (:meth:`cameo._request.GenerationRequest.stage`); plain paths are accepted too."""
         if references:
-            self.references, self._ids = self._scan(references, authority=self.authority)
+            paths = [getattr(r, "path", r) for r in references]
+            names = [getattr(r, "name", None) or Path(p).name for r, p in zip(references, paths, strict=True)]
+            self.references, self._ids = self._scan(paths, authority=self.authority, names=names)
 
     def __call__(self, *, request: Any, tokens: Sequence[PermissionToken], now: Any) -> list[Finding]:
         return findings(self.references, self._ids, tokens, where="reference")
 
     def outputs(self, files: Sequence[Path], tokens: Sequence[PermissionToken]) -> list[Finding]:
-        result, ids = self._scan(files, authority=None)
+        result, ids = self._scan(files, authority=None, outputs=True)
         return findings(result, ids, tokens, where="output")
