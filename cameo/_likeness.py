@@ -229,10 +229,14 @@ class Encoders:
 ROTATIONS = (0, 1, 2, 3)  # quarter turns, counter-clockwise (numpy.rot90)
 
 #: Before detection an image whose short side is below this is scaled up to it (bicubic), and
-#: dlib's detector then runs with one upsampling step: dlib's HOG window is 80 px, so one step
-#: finds faces down to ~40 px of the scaled image. Measured floor on the DEV photos (a face shrunk
-#: until screening stops finding it): see tests/test_screen_content.py
-#: (``test_the_face_size_floor_of_screening``). Large images are not scaled.
+#: dlib's detector then runs with one upsampling step (dlib's HOG window is 80 px, so one step
+#: finds faces down to ~40 px of the scaled image). The floor this gives, measured on the DEV
+#: photos (faces shrunk until screening stops finding or matching them; see
+#: tests/test_screen_content.py::test_the_face_size_floor_of_screening): in a picture whose short
+#: side is under 320 px, faces are found down to ~12 px wide and still match their cameo down to
+#: ~16 px (distance 0.50-0.56 against 0.6); 20 px is the stated floor (0.44-0.45). In larger
+#: pictures, which are not scaled, the floor is ~40 px, and ~80 px above
+#: :data:`SCREEN_UPSAMPLE_MAX_PIXELS` (detection without upsampling, for time).
 SCREEN_MIN_SIDE = 320
 #: Above this many pixels (after scaling) detection runs without dlib's upsampling (time).
 SCREEN_UPSAMPLE_MAX_PIXELS = 2_500_000
@@ -302,13 +306,15 @@ def probe(path: Path, encoders: Encoders, *, max_frames: int = 8, name: str | No
     """Embeddings found in a media file, which is recognised by its bytes (:func:`sniff`), not
     its name: every face of an image (each frame of an animated one), faces of sampled video
     frames, the voice of an audio (or video) track when it holds enough speech. Faces are
-    searched as :func:`screen_faces` does. ``name`` is how the file is called in messages.
+    searched as :func:`screen_faces` does (video frames: all four right angles until a frame
+    shows a face, then the angles faces were found at). ``name`` is how the file is called in
+    messages.
 
     Raises :class:`~cameo._errors.MediaError` for a file that is not recognisable media or does
     not decode: screening refuses what it cannot look at."""
     from ._errors import EnrollmentError, MediaError
-    from .biometrics import embed_voice_file, voice_sample
     from ._media import load_video
+    from .biometrics import embed_voice_file, voice_sample
 
     shown = name or path.name
     try:
@@ -324,8 +330,18 @@ def probe(path: Path, encoders: Encoders, *, max_frames: int = 8, name: str | No
         return out
     if found.kind == "video" and _has_video_stream(path, shown):
         clip = load_video(path, max_frames=max_frames)
+        # every right angle until a frame shows a face (a clip recorded sideways), then only the
+        # angles faces were found at: one orientation per clip, four times cheaper per frame
+        turns: tuple[int, ...] = ROTATIONS
         for fr in clip.frames:
-            out["face"] += screen_faces(fr.rgb, encoders.face, source=f"{shown}#frame {fr.index}")
+            found_at = []
+            for k in turns:
+                embs = screen_faces(fr.rgb, encoders.face, source=f"{shown}#frame {fr.index}", rotations=(k,))
+                out["face"] += embs
+                if embs:
+                    found_at.append(k)
+            if found_at and turns == ROTATIONS:
+                turns = tuple(found_at)
         if clip.audio is not None:
             try:
                 out["voice"] = [voice_sample(clip.audio, encoders.voice, source=shown).embedding]
