@@ -170,10 +170,12 @@ def account_create(handle: str, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def follow(follower: str, followee: str, as_json: JsonOpt = False) -> None:
-    """FOLLOWER follows FOLLOWEE (two follows make mutuals, for the 'mutuals' audience)."""
+    """FOLLOWER signs a follow of FOLLOWEE (two follows make mutuals, for the 'mutuals' audience)."""
     from cameo._app import follow as do
 
-    _run(lambda: do(_home(), follower, followee, now=_now()), as_json, _echo("{follower} follows {followee}"))
+    pw = _passphrase(follower, as_json)
+    _run(lambda: do(_home(), follower, followee, passphrase=pw, now=_now()), as_json,
+         _echo("{follower} follows {followee}"))
 
 
 @app.command()

@@ -84,15 +84,15 @@ def main() -> None:
         reg.submit_grant(s, g.to_bytes(), now=now)
     request = GenerationRequest.build("a person waves from a boat", {"seconds": 2})
     tokens = []
+    keyring = home.keyring()
     with transaction(eng) as s:
-        keyring = reg.token_keyring(s, home.token_signing_key())
         for _ in range(args.n * (6 if args.floor else 3) + 20):
             tr = TokenRequest.create(bob, id=new_id("treq"), grantee="bob", grantee_key=b.key_id, owner="alice",
                                      grant_id=None, generator="studio-v1", purpose="generate",
                                      request_digest=request.digest, created=now)
             m = reg.mint(s, tr.to_bytes(), keyring, now=now, ttl=timedelta(hours=1))
             tokens.append(m.token)
-    gate = Gate(eng, keyring, vault)
+    gate = Gate(eng, home.verify_keyring(), vault)
     it = iter(tokens)
 
     def release() -> None:
@@ -191,7 +191,7 @@ def _bare_release(gate, cur, keyring, parsed, raw, is_sqlite, aead, nonce, ct, p
 
     from cameo._audit import RawAppender
 
-    sql, ap = gate._sql, RawAppender("sqlite" if is_sqlite else "postgresql")
+    sql, ap = gate._sql, RawAppender("sqlite" if is_sqlite else "postgresql", b"k" * 32)
     _DETAIL = '{"pad":"' + "x" * 240 + '"}'  # the size of a release entry's detail
     it = iter(parsed)
 
@@ -200,16 +200,17 @@ def _bare_release(gate, cur, keyring, parsed, raw, is_sqlite, aead, nonce, ct, p
         pk.verify(sig, msg)
         if is_sqlite:
             cur.execute("BEGIN IMMEDIATE")
-        cur.execute(sql.live, (t.jti, "studio-v1", t.grant_id))
+        cur.execute(sql.live_locked, (t.jti, "studio-v1", t.grant_id))
         row = cur.fetchone()
-        cur.execute(sql.consume, (t.grant_id, "2000-01-01T00:00:00Z"))
+        # (the consume's WHERE fails on purpose: same statement and index walk, no page change)
+        cur.execute(sql.consume, (row[1] + 1, "0" * 64, t.grant_id, -1, 1 << 30, "2000-01-01T00:00:00Z"))
         cur.execute(sql.use_once, (t.jti, t.grant_id, "studio-v1", "2000-01-01T00:00:00Z"))
         cur.execute(ap._head)
         seq, prev = cur.fetchone()
-        cur.execute(ap._insert, (seq + 1, "2000-01-01T00:00:00.000000Z", "bench:bare", None, row[4], _DETAIL, prev,
+        cur.execute(ap._insert, (seq + 1, "2000-01-01T00:00:00.000000Z", "bench:bare", None, row[2], _DETAIL, prev,
                                  hashlib.sha256(prev.encode()).hexdigest()))
         cur.execute(ap._advance, (seq + 1, hashlib.sha256(prev.encode()).hexdigest()))
-        cur.execute(sql.templates, (row[7],))
+        cur.execute(sql.templates, (row[12],))
         cur.fetchall()
         for _ in range(3):
             aead.decrypt(nonce, ct, b"aad")

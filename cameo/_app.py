@@ -15,7 +15,7 @@ from consent import Grant, Revocation, SigningKey, TokenRequest, fmt_time, new_i
 
 from . import _audit as audit
 from . import _registry as reg
-from ._db import make_engine, require_schema, restrict_sqlite_file, transaction, upgrade
+from ._db import bind_trust, make_engine, require_schema, restrict_sqlite_file, transaction, trust_for, upgrade
 from ._errors import BadInput, DuplicateHandle, UnknownGrant
 from ._home import Home, check_handle, write_private
 from ._models import Account
@@ -25,12 +25,24 @@ _ENGINES: dict[str, Engine] = {}
 
 
 def engine_for(home: Home, *, check: bool = True) -> Engine:
+    """The home's engine, carrying the home's root of trust (its binding key and the KEK-derived
+    state and audit keys): every transaction opened on it verifies rows against those keys."""
     eng = _ENGINES.get(home.db_url)
     if eng is None:
         eng = _ENGINES[home.db_url] = make_engine(home.db_url)
     if check:
+        home.require()
         require_schema(eng)
+    if trust_for(eng) is None or trust_for(eng).binding_key != _binding_public(home):
+        bind_trust(eng, home.trust())
     return eng
+
+
+def _binding_public(home: Home) -> Any:
+    try:
+        return SigningKey.from_pem(home.binding_key_path.read_bytes()).public
+    except (OSError, ValueError):
+        return None
 
 
 def init(home: Home, *, now: datetime) -> dict[str, Any]:
@@ -46,13 +58,17 @@ def init(home: Home, *, now: datetime) -> dict[str, Any]:
     if not home.token_key_path.exists():
         write_private(home.token_key_path, SigningKey.generate().to_pem(None))
         created.append("token key")
+    if not home.binding_key_path.exists():
+        write_private(home.binding_key_path, SigningKey.generate().to_pem(None))
+        created.append("binding key")
     home.vault()  # the vault key is readable and well formed
     key = home.token_signing_key()
+    binding = home.trust().binding_key
     eng = engine_for(home, check=False)
     upgrade(eng)  # a new SQLite file is created 0600 (make_engine); an older one is narrowed here
     restrict_sqlite_file(home.db_url)
     with transaction(eng) as s:
-        rid = reg.initialise(s, token_key=key.public, now=now)
+        rid = reg.initialise(s, token_key=key.public, binding_key=binding, now=now)
     return {"home": str(home.path), "database": _redact(home.db_url), "registry_id": rid, "created": created}
 
 
@@ -91,10 +107,20 @@ def account_create(home: Home, handle: str, passphrase: str, *, now: datetime) -
     return {"handle": handle, "account_id": acc.id, "key_id": key.key_id}
 
 
-def follow(home: Home, follower: str, followee: str, *, now: datetime) -> dict[str, Any]:
+def follow(home: Home, follower: str, followee: str, *, passphrase: str, now: datetime) -> dict[str, Any]:
+    """FOLLOWER signs a follow of FOLLOWEE with their own key (mutuals rest on these signatures)."""
+    from consent import Follow
+
     with transaction(engine_for(home)) as s:
-        reg.follow(s, follower, followee, now=now)
-    return {"follower": follower, "followee": followee}
+        a = reg.get_account(s, follower)
+        reg.get_account(s, followee)
+        key = home.load_key(follower, passphrase)
+        if follower == followee:
+            raise BadInput("nobody follows themselves")
+        doc = Follow.create(key, id=new_id("follow"), follower=follower, follower_key=a.key_id, followee=followee,
+                            created=now)
+        reg.follow(s, doc.to_bytes(), now=now)
+    return {"follower": follower, "followee": followee, "digest": doc.digest}
 
 
 def grant(home: Home, owner: str, grantee: str, *, passphrase: str, modalities: tuple[str, ...],
@@ -160,7 +186,7 @@ def token(home: Home, owner: str, grantee: str, *, passphrase: str, generator: s
         req = TokenRequest.create(key, id=new_id("treq"), grantee=grantee, grantee_key=g.key_id, owner=owner,
                                   grant_id=grant_id, generator=generator, purpose=purpose,
                                   request_digest=request.digest, created=now)
-        minted = reg.mint(s, req.to_bytes(), reg.token_keyring(s, home.token_signing_key()), now=now, ttl=life)
+        minted = reg.mint(s, req.to_bytes(), home.keyring(), now=now, ttl=life)
     if minted.denied is not None:
         from ._errors import MintDenied
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from consent import GENESIS, encode_detail, entry_hash
 
 from ._models import AuditEntry, AuditHead
+from ._trust import trust_of
 
 
 def ts(now: datetime) -> str:
@@ -49,7 +50,8 @@ class RawAppender:
     """Appends through a DB-API cursor of the caller's transaction (the gate's hot path): the same
     entry and hash as :func:`append`, without SQLAlchemy's per-statement overhead."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str, key: bytes) -> None:
+        self._key = key
         p = "%s" if dialect == "postgresql" else "?"
         self._head = "SELECT seq, hash FROM log_head WHERE id = 1" + (" FOR UPDATE" if dialect == "postgresql" else "")
         self._insert = ("INSERT INTO audit_log (seq, ts, event, actor, subject, detail, prev_hash, hash)"
@@ -61,7 +63,8 @@ class RawAppender:
         cur.execute(self._head)
         seq0, prev = cur.fetchone()
         seq, stamp, body = seq0 + 1, ts(now), encode_detail(detail or {})
-        h = entry_hash(prev, seq=seq, ts=stamp, event=event, actor=actor, subject=subject, detail=body)
+        h = entry_hash(prev, key=self._key, seq=seq, ts=stamp, event=event, actor=actor, subject=subject,
+                       detail=body)
         cur.execute(self._insert, (seq, stamp, event, actor, subject, body, prev, h))
         cur.execute(self._advance, (seq, h))
         return seq
@@ -72,12 +75,13 @@ def append(session: Any, event: str, *, now: datetime, actor: str | None = None,
     """Append one entry; returns its sequence number. Serialised by the head row's lock.
 
     ``session`` is an ORM Session or a Core Connection of the caller's transaction."""
+    key = trust_of(session).audit_key
     conn = session.connection() if isinstance(session, Session) else session
     seq0, prev = conn.execute(_HEAD).one()
     seq = seq0 + 1
     stamp = ts(now)
     body = encode_detail(detail or {})
-    h = entry_hash(prev, seq=seq, ts=stamp, event=event, actor=actor, subject=subject, detail=body)
+    h = entry_hash(prev, key=key, seq=seq, ts=stamp, event=event, actor=actor, subject=subject, detail=body)
     conn.execute(_INSERT, {"seq": seq, "ts": stamp, "event": event, "actor": actor, "subject": subject,
                            "detail": body, "prev_hash": prev, "hash": h})
     conn.execute(_ADVANCE, {"seq": seq, "hash": h})
@@ -96,7 +100,9 @@ class ChainReport:
 
 
 def verify_chain(session: Session) -> ChainReport:
-    """Recompute every hash from the stored fields; names the first entry that does not fit."""
+    """Recompute every keyed hash from the stored fields; names the first entry that does not fit.
+    Needs the registry's audit key: a chain recomputed by someone without it does not verify."""
+    key = trust_of(session).audit_key
     prev, expect_seq, n = GENESIS, 1, 0
     rows = session.execute(select(AuditEntry.seq, AuditEntry.ts, AuditEntry.event, AuditEntry.actor,
                                   AuditEntry.subject, AuditEntry.detail, AuditEntry.prev_hash,
@@ -109,7 +115,7 @@ def verify_chain(session: Session) -> ChainReport:
             return ChainReport(False, n, seq, f"entry {seq} does not link to the entry before it")
         try:
             json.loads(detail)
-            recomputed = entry_hash(prev, seq=seq, ts=stamp, event=event, actor=actor, subject=subject, detail=detail)
+            recomputed = entry_hash(prev, key=key, seq=seq, ts=stamp, event=event, actor=actor, subject=subject, detail=detail)
         except (ValueError, TypeError):
             return ChainReport(False, n, seq, f"entry {seq} is malformed")
         if recomputed != h:

@@ -22,7 +22,8 @@ from consent import ConsentRecord, KeyMismatch, TemplateCommitment, digest, fmt_
 from . import _audit as audit
 from ._errors import AgeNotAttested, AlreadyEnrolled, BadInput, NotEnrolled
 from ._models import Account, Cameo, Protected, Template
-from ._registry import account_key, get_account
+from ._registry import account_key, get_account, live_consent, revoke_grants
+from ._trust import trust_of
 from ._vault import Vault
 
 DEFAULT_RETENTION = timedelta(days=3 * 365)  # Illinois BIPA: destroy within 3 years of last interaction
@@ -52,7 +53,7 @@ def seal_cameo(session: Session, vault: Vault, *, owner: Account, consent_bytes:
                templates: list[TemplateInput], now: datetime) -> Cameo:
     """Store a cameo: verify the owner's consent record commits to exactly these templates, then
     encrypt them under a fresh data key. One transaction (the caller's), one audit entry."""
-    record = ConsentRecord.from_bytes(consent_bytes, account_key(owner))
+    record = ConsentRecord.from_bytes(consent_bytes, account_key(session, owner))
     if record.owner != owner.handle or record.owner_key != owner.key_id:
         raise KeyMismatch("the consent record names another owner or key")
     if not record.adult_attested:
@@ -77,7 +78,8 @@ def seal_cameo(session: Session, vault: Vault, *, owner: Account, consent_bytes:
                   consent_envelope=consent_bytes, consent_digest=record.digest, audience=record.audience,
                   restrictions=json.dumps(list(record.restrictions)), wrapped_dek=wrapped, kek_id=vault.kek_id,
                   created_at=fmt_time(now), expires_at=fmt_time(record.expires) if record.expires else None,
-                  last_used_at=fmt_time(now))
+                  last_used_at=fmt_time(now),
+                  state_mac=trust_of(session).cameo_mac(cameo_id, owner.id, "active", record.digest))
     session.add(cameo)
     session.flush()
     for t in templates:
@@ -104,7 +106,8 @@ def cameo_of(session: Session, handle: str) -> tuple[Account, Cameo]:
 def describe(session: Session, handle: str) -> dict[str, Any]:
     """What an owner may see of their cameo: encoders, counts, quality, consent terms. Never embeddings."""
     acc, cameo = cameo_of(session, handle)
-    record = ConsentRecord.from_bytes(cameo.consent_envelope, account_key(acc))
+    _, record = live_consent(session, acc)
+    assert record is not None
     rows = session.execute(select(Template).where(Template.cameo_id == cameo.id)).scalars()
     return {
         "handle": handle, "cameo_id": cameo.id, "status": cameo.status, "created": cameo.created_at,
@@ -132,10 +135,7 @@ def delete_cameo(session: Session, handle: str, *, now: datetime, reason: str = 
     from ._models import GrantRow
 
     acc, cameo = cameo_of(session, handle)
-    revoked = list(session.execute(select(GrantRow.id).where(GrantRow.owner_id == acc.id,
-                                                             GrantRow.revoked_at.is_(None))).scalars())
-    session.execute(update(GrantRow).where(GrantRow.owner_id == acc.id, GrantRow.revoked_at.is_(None))
-                    .values(revoked_at=fmt_time(now)))
+    revoked = revoke_grants(session, acc, grant_id=None, stamp=fmt_time(now))
     removed = _destroy(session, cameo)
     audit.append(session, "cameo:delete", now=now, actor=acc.id if reason == "owner" else None, subject=acc.id,
                  detail={"cameo": cameo.id, "consent_digest": cameo.consent_digest, "templates_destroyed": len(removed),
@@ -144,15 +144,20 @@ def delete_cameo(session: Session, handle: str, *, now: datetime, reason: str = 
 
 
 def load_vectors(session: Session, vault: Vault, *, modality: str | None = None) -> list[tuple[str, str, str, np.ndarray]]:
-    """Decrypt every active template: (handle, modality, encoder_id, vector). For the in-memory index."""
-    q = (select(Account.handle, Cameo.id, Cameo.wrapped_dek, Template.modality, Template.encoder_id, Template.nonce,
-                Template.ciphertext)
-         .join(Cameo, Cameo.account_id == Account.id).join(Template, Template.cameo_id == Cameo.id)
-         .where(Cameo.status == "active"))
+    """Decrypt every active template: (handle, modality, encoder_id, vector). For the in-memory index.
+
+    A cameo whose status row does not verify under the registry's state MAC counts as active:
+    marking someone "withdrawn" by hand must not take their face out of screening."""
+    q = (select(Account.handle, Account.id, Cameo.id, Cameo.status, Cameo.consent_digest, Cameo.state_mac,
+                Cameo.wrapped_dek, Template.modality, Template.encoder_id, Template.nonce, Template.ciphertext)
+         .join(Cameo, Cameo.account_id == Account.id).join(Template, Template.cameo_id == Cameo.id))
     if modality:
         q = q.where(Template.modality == modality)
     out = []
-    for handle, cid, wrapped, mod, enc, nonce, ct in session.execute(q):
+    trust = trust_of(session)
+    for handle, aid, cid, status, cdig, tag, wrapped, mod, enc, nonce, ct in session.execute(q):
+        if status != "active" and trust.cameo_ok(tag, cid, aid, status, cdig):
+            continue
         plain = vault.open(wrapped, cid, mod, enc, nonce, ct)
         out.append((handle, mod, enc, np.frombuffer(plain, dtype="<f4").copy()))
     return out
@@ -162,16 +167,32 @@ def add_protected(session: Session, vault: Vault, *, label: str, template: Templ
     pid = f"prot_{uuid.uuid4().hex}"
     wrapped = vault.new_data_key(pid)
     nonce, ct = vault.seal(wrapped, pid, template.modality, template.encoder_id, template.to_bytes())
-    session.add(Protected(id=pid, label=label[:128], modality=template.modality, encoder_id=template.encoder_id,
-                          wrapped_dek=wrapped, nonce=nonce, ciphertext=ct, created_at=fmt_time(now)))
+    label = label[:128]
+    session.add(Protected(id=pid, label=label, modality=template.modality, encoder_id=template.encoder_id,
+                          wrapped_dek=wrapped, nonce=nonce, ciphertext=ct, created_at=fmt_time(now),
+                          binding=trust_of(session).sign_binding(
+                              "protected", _protected_statement(pid, label, template.modality, template.encoder_id,
+                                                                wrapped, nonce, ct))))
     audit.append(session, "registry:protected:add", now=now, detail={"id": pid, "modality": template.modality,
                                                                       "encoder": template.encoder_id})
     return pid
 
 
+def _protected_statement(pid: str, label: str, modality: str, encoder_id: str, wrapped: bytes, nonce: bytes,
+                         ct: bytes) -> dict[str, str]:
+    return {"encoder": encoder_id, "id": pid, "label": label, "modality": modality,
+            "sealed": digest(bytes(wrapped) + bytes(nonce) + bytes(ct))}
+
+
 def load_protected(session: Session, vault: Vault) -> list[tuple[str, str, str, np.ndarray]]:
+    """Protected-list entries the operator signed (binding key). A row inserted by hand counts for
+    nothing: the list cannot be used to deny someone their own likeness without the operator."""
     out = []
+    trust = trust_of(session)
     for p in session.execute(select(Protected)).scalars():
+        if not trust.binding_ok("protected", _protected_statement(p.id, p.label, p.modality, p.encoder_id,
+                                                                  p.wrapped_dek, p.nonce, p.ciphertext), p.binding):
+            continue
         plain = vault.open(p.wrapped_dek, p.id, p.modality, p.encoder_id, p.nonce, p.ciphertext)
         out.append((p.label, p.modality, p.encoder_id, np.frombuffer(plain, dtype="<f4").copy()))
     return out

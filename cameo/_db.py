@@ -21,9 +21,11 @@ serialised (grant use counters, the audit head) are taken with row locks.
 from __future__ import annotations
 
 import contextlib
+import weakref
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -109,10 +111,24 @@ def make_engine(url: str) -> Engine:
         raise DatabaseError(f"cannot use database URL ({type(e).__name__})") from e
 
 
+_TRUST: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
+
+
+def bind_trust(engine: Engine, trust: Any) -> None:
+    """Attach the registry's root of trust (:class:`cameo._trust.RegistryTrust`) to an engine:
+    every transaction opened on it carries it in ``session.info["trust"]``."""
+    _TRUST[engine] = trust
+
+
+def trust_for(engine: Engine) -> Any:
+    return _TRUST.get(engine)
+
+
 @contextlib.contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
-    """One transaction: commit if the block returns, roll back if it raises. Errors are wrapped."""
-    session = Session(engine, expire_on_commit=False)
+def transaction(engine: Engine, trust: Any = None) -> Iterator[Session]:
+    """One transaction: commit if the block returns, roll back if it raises. Errors are wrapped.
+    The session carries the engine's trust (or ``trust``) in ``session.info["trust"]``."""
+    session = Session(engine, expire_on_commit=False, info={"trust": trust or _TRUST.get(engine)})
     try:
         with session.begin():
             yield session

@@ -169,12 +169,35 @@ def delete(home: Home, handle: str, *, passphrase: str, now: datetime) -> dict[s
 
 def protect(home: Home, label: str, *, faces: list[Path], voices: list[Path], face_model: Path | None,
             now: datetime) -> dict[str, Any]:
-    """Put a face and/or voice on the protected list (people who opted out: estates, public figures)."""
+    """Put a face and/or voice on the protected list (people who opted out: estates, public figures).
+
+    An operator act: the entry is signed with the registry's binding key, which only the registry
+    host holds. A likeness that matches an enrolled cameo is refused (that person can delete their
+    cameo, or consent): the list cannot be turned against an owner."""
     if not faces and not voices:
         raise BadInput("give --face photos and/or --voice clips")
-    templates, _ = _templates(Encoders(face_model), faces=faces, voices=voices, video=None, progress=None)
+    if not label.strip() or len(label) > 128:
+        raise BadInput("the label is a non-empty text of at most 128 characters")
+    eng = engine_for(home)
+    with transaction(eng) as s:
+        from ._trust import trust_of
+
+        if trust_of(s).binder is None:
+            from ._errors import Denied
+
+            raise Denied((reg.Reason("operator.key", "protecting a likeness needs the registry's binding key"),))
+    encoders = Encoders(face_model)
+    templates, _ = _templates(encoders, faces=faces, voices=voices, video=None, progress=None)
     ids = []
-    with transaction(engine_for(home)) as s:
+    with transaction(eng) as s:
+        serialise(s)
+        directory = LikenessDirectory.load(s, home.vault())
+        for t in templates:
+            enc = encoders.face if t.modality == "face" else encoders.voice
+            for hit in directory.search(t.modality, enc, t.vector):
+                if hit.match and hit.kind == "cameo":
+                    raise IdentityConflict(f"this {t.modality} belongs to an enrolled cameo: its owner can delete "
+                                           "their cameo first, or consent; it is not put on the protected list")
         for t in templates:
             ids.append(add_protected(s, home.vault(), label=label, template=t, now=now))
     return {"label": label, "entries": ids}

@@ -3,6 +3,9 @@
     cameo.db            SQLite registry (unless --db / CAMEO_DATABASE_URL names another database)
     vault.key           the key-encryption key (0600)
     registry/token.key  the registry's token-signing key (0600)
+    registry/binding.key the registry's binding key (0600): binds account keys, generators and
+                        protected-list entries to their rows
+    registry/retired-token-keys.json  retired token keys (verify tokens issued before they retired)
     keys/<handle>.pem   owners' and grantees' Ed25519 keys, PKCS#8 encrypted with their passphrase
     provenance/         the local C2PA certificate chain
 """
@@ -13,11 +16,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from consent import HANDLE_RE, SigningKey, TokenKeyring, VerifyKey
+from consent import HANDLE_RE, SigningKey, TokenKeyring
 
 from ._errors import InvalidHandle, NotInitialised, UnknownAccount, WrongPassphrase
 from ._vault import LocalKek, Vault
+
+if TYPE_CHECKING:
+    from ._trust import RegistryTrust
 
 
 def check_handle(handle: str) -> str:
@@ -48,6 +55,18 @@ class Home:
         return self.path / "registry" / "token.key"
 
     @property
+    def binding_key_path(self) -> Path:
+        return self.path / "registry" / "binding.key"
+
+    @property
+    def retired_token_keys_path(self) -> Path:
+        return self.path / "registry" / "retired-token-keys.json"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.path / "staging"
+
+    @property
     def keys_dir(self) -> Path:
         return self.path / "keys"
 
@@ -56,7 +75,7 @@ class Home:
         return self.path / "provenance"
 
     def require(self) -> None:
-        if not self.token_key_path.exists() and not os.environ.get("CAMEO_TOKEN_KEY"):
+        if not self.token_key_path.exists():
             raise NotInitialised(f"no cameo registry at {self.path}: run `cameo init` first")
 
     # -- registry keys --------------------------------------------------------------------------
@@ -67,8 +86,31 @@ class Home:
         self.require()
         return SigningKey.from_pem(self.token_key_path.read_bytes())
 
-    def keyring(self, retired: list[VerifyKey] | None = None) -> TokenKeyring:
-        return TokenKeyring(self.token_signing_key(), retired)
+    def keyring(self) -> TokenKeyring:
+        """The signing keyring: the active token key on file signs; retired keys on file verify
+        what they signed before retiring. Never built from database rows."""
+        from ._trust import keyring_from_files
+
+        return keyring_from_files(self.token_signing_key(), self.retired_token_keys_path, sign=True)
+
+    def verify_keyring(self) -> TokenKeyring:
+        """The gate's keyring: the same keys from the files, verify only."""
+        from ._trust import keyring_from_files
+
+        return keyring_from_files(self.token_signing_key(), self.retired_token_keys_path, sign=False)
+
+    def trust(self) -> RegistryTrust:
+        """The registry's root of trust from its key files: the binding key, and the state and
+        audit keys derived from the vault KEK."""
+        from ._trust import RegistryTrust
+
+        self.require()
+        path = self.binding_key_path
+        if not path.exists():
+            raise NotInitialised(f"no binding key at {self.path}: run `cameo init` (it adds the missing keys)")
+        binder = SigningKey.from_pem(path.read_bytes())
+        vault = self.vault()
+        return RegistryTrust(binder.public, vault.derive_key(b"state"), vault.derive_key(b"audit"), binder)
 
     # -- personal keystore ----------------------------------------------------------------------
     def key_path(self, handle: str) -> Path:

@@ -36,6 +36,8 @@ class Account(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[str] = mapped_column(String(32))
+    # the registry's binding-key signature over (id, handle, key id, public key): see cameo/_trust.py
+    binding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class Follow(Base):
@@ -43,6 +45,7 @@ class Follow(Base):
     follower_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
     followee_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[str] = mapped_column(String(32))
+    envelope: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # the follower-signed Follow
 
 
 class Cameo(Base):
@@ -62,6 +65,8 @@ class Cameo(Base):
     created_at: Mapped[str] = mapped_column(String(32))
     expires_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
     last_used_at: Mapped[str] = mapped_column(String(32))
+    # HMAC (state key) over (id, account, status, consent digest): a re-activated row does not verify
+    state_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Template(Base):
@@ -93,6 +98,7 @@ class Protected(Base):
     nonce: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[str] = mapped_column(String(32))
+    binding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # operator act: binding-key signature
 
 
 class GrantRow(Base):
@@ -108,6 +114,8 @@ class GrantRow(Base):
     uses: Mapped[int] = mapped_column(Integer, default=0)
     revoked_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[str] = mapped_column(String(32))
+    # HMAC (state key) over (id, digest, owner, grantee, uses, revoked_at): see cameo/_trust.py
+    state_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class RevocationRow(Base):
@@ -140,6 +148,7 @@ class Generator(Base):
     config: Mapped[str] = mapped_column(Text)  # JSON
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[str] = mapped_column(String(32))
+    binding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # binding-key signature
 
 
 class AuditEntry(Base):

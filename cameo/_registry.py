@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent import (
     Allowed,
+    ConsentError,
     ConsentRecord,
+    Follow as FollowDoc,
     Denied,
     Grant,
     GrantState,
@@ -39,6 +41,7 @@ from . import _audit as audit
 from ._errors import DuplicateHandle, InvalidDuration, UnknownAccount, UnknownGenerator, UnknownGrant
 from ._home import check_handle
 from ._models import Account, Cameo, Follow, Generator, GrantRow, Meta, RegistryKey, RevocationRow
+from ._trust import IntegrityError, trust_of
 
 DEFAULT_TOKEN_TTL = timedelta(minutes=5)
 TOKEN_REQUEST_WINDOW = timedelta(minutes=5)
@@ -60,8 +63,10 @@ def parse_duration(text: str, *, max_days: int = 3650) -> timedelta:
 
 
 # -- registry setup ---------------------------------------------------------------------------------
-def initialise(session: Session, *, token_key: VerifyKey, now: datetime) -> str:
-    """Record the registry's id and token key; register the demonstration generator. Idempotent."""
+def initialise(session: Session, *, token_key: VerifyKey, binding_key: VerifyKey, now: datetime) -> str:
+    """Record the registry's id and the public halves of its keys (published for auditors; the gate
+    never reads them from here: its keys come from the key files); register the demonstration
+    generator. Idempotent."""
     audit.init_audit(session)
     meta = session.get(Meta, "registry_id")
     if meta is None:
@@ -72,6 +77,10 @@ def initialise(session: Session, *, token_key: VerifyKey, now: datetime) -> str:
         session.add(RegistryKey(kid=token_key.key_id, purpose="token", public_key=token_key.raw, status="active",
                                 created_at=fmt_time(now)))
         audit.append(session, "registry:key:add", now=now, detail={"kid": token_key.key_id, "purpose": "token"})
+    if session.get(RegistryKey, binding_key.key_id) is None:
+        session.add(RegistryKey(kid=binding_key.key_id, purpose="binding", public_key=binding_key.raw,
+                                status="active", created_at=fmt_time(now)))
+        audit.append(session, "registry:key:add", now=now, detail={"kid": binding_key.key_id, "purpose": "binding"})
     if session.get(Generator, "studio-v1") is None:
         register_generator(session, "studio-v1", adapter="demo", config={}, public_key=None, now=now)
     session.flush()
@@ -83,12 +92,6 @@ def registry_id(session: Session) -> str:
     return meta.value if meta else "cameo-registry"
 
 
-def token_keyring(session: Session, active: Any) -> TokenKeyring:
-    """The keyring: the local active signing key plus every token key on file (retired ones verify)."""
-    rows = session.execute(select(RegistryKey.public_key).where(RegistryKey.purpose == "token")).scalars()
-    return TokenKeyring(active, [VerifyKey(r) for r in rows])
-
-
 # -- accounts -----------------------------------------------------------------------------------------
 def get_account(session: Session, handle: str) -> Account:
     check_handle(handle)
@@ -98,16 +101,19 @@ def get_account(session: Session, handle: str) -> Account:
     return acc
 
 
-def account_key(acc: Account) -> VerifyKey:
-    return VerifyKey(acc.public_key)
+def account_key(session: Session, acc: Account) -> VerifyKey:
+    """The account's public key, only if the registry's binding key bound it to this account
+    (raises :class:`IntegrityError` for a swapped or inserted key)."""
+    return trust_of(session).account_key(acc.id, acc.handle, acc.key_id, acc.public_key, acc.binding)
 
 
 def create_account(session: Session, handle: str, public_key: VerifyKey, *, now: datetime) -> Account:
     check_handle(handle)
     if session.execute(select(Account.id).where(Account.handle == handle)).first() is not None:
         raise DuplicateHandle(f"the handle {handle!r} is taken")
-    acc = Account(id=f"acc_{uuid.uuid4().hex}", handle=handle, key_id=public_key.key_id, public_key=public_key.raw,
-                  created_at=fmt_time(now))
+    aid = f"acc_{uuid.uuid4().hex}"
+    acc = Account(id=aid, handle=handle, key_id=public_key.key_id, public_key=public_key.raw,
+                  created_at=fmt_time(now), binding=trust_of(session).bind_account(aid, handle, public_key.raw))
     session.add(acc)
     session.flush()
     audit.append(session, "account:create", now=now, actor=acc.id, subject=acc.id,
@@ -115,15 +121,42 @@ def create_account(session: Session, handle: str, public_key: VerifyKey, *, now:
     return acc
 
 
-def follow(session: Session, follower: str, followee: str, *, now: datetime) -> None:
-    a, b = get_account(session, follower), get_account(session, followee)
-    if session.get(Follow, (a.id, b.id)) is None:
-        session.add(Follow(follower_id=a.id, followee_id=b.id, created_at=fmt_time(now)))
-        audit.append(session, "account:follow", now=now, actor=a.id, subject=b.id, detail={"followee": b.id})
+def follow(session: Session, data: bytes, *, now: datetime) -> FollowDoc:
+    """Store a follower-signed follow (verified against the follower's bound key)."""
+    a = get_account(session, FollowDoc.peek_signer(data))
+    doc = FollowDoc.from_bytes(data, account_key(session, a))
+    from consent import KeyMismatch
+
+    if doc.follower_key != a.key_id:
+        raise KeyMismatch("the follow names a key other than the follower's on file")
+    b = get_account(session, doc.followee)
+    if abs(now - doc.created) > TOKEN_REQUEST_WINDOW:
+        raise InvalidDuration("the follow is not fresh (older than 5 minutes or from the future)")
+    row = session.get(Follow, (a.id, b.id))
+    if row is None:
+        session.add(Follow(follower_id=a.id, followee_id=b.id, created_at=fmt_time(now), envelope=data))
+        audit.append(session, "account:follow", now=now, actor=a.id, subject=b.id,
+                     detail={"followee": b.id, "digest": doc.digest})
+    return doc
+
+
+def _follow_ok(session: Session, follower: Account, followee: Account) -> bool:
+    row = session.get(Follow, (follower.id, followee.id))
+    if row is None or row.envelope is None:
+        return False
+    try:
+        doc = FollowDoc.from_bytes(row.envelope, account_key(session, follower))
+    except (ConsentError, IntegrityError):
+        return False  # an unsigned or forged follow row counts for nothing
+    return doc.follower == follower.handle and doc.followee == followee.handle
 
 
 def is_mutual(session: Session, a_id: str, b_id: str) -> bool:
-    return session.get(Follow, (a_id, b_id)) is not None and session.get(Follow, (b_id, a_id)) is not None
+    """Both follows exist and each is signed by its follower (a row inserted by hand counts for nothing)."""
+    a, b = session.get(Account, a_id), session.get(Account, b_id)
+    if a is None or b is None:
+        return False
+    return _follow_ok(session, a, b) and _follow_ok(session, b, a)
 
 
 # -- generators ---------------------------------------------------------------------------------------
@@ -137,8 +170,10 @@ def register_generator(session: Session, gen_id: str, *, adapter: str, config: d
         raise BadInput(f"invalid generator id {gen_id[:64]!r}: lower-case letters, digits, '.', '_' and '-'")
     if session.get(Generator, gen_id) is not None:
         raise BadInput(f"generator {gen_id!r} is already registered")
-    g = Generator(id=gen_id, adapter=adapter, config=json.dumps(config, sort_keys=True), public_key=public_key,
-                  created_at=fmt_time(now))
+    cfg = json.dumps(config, sort_keys=True)
+    g = Generator(id=gen_id, adapter=adapter, config=cfg, public_key=public_key, created_at=fmt_time(now),
+                  binding=trust_of(session).sign_binding(
+                      "generator", trust_of(session).generator_statement(gen_id, adapter, cfg, public_key)))
     session.add(g)
     audit.append(session, "registry:generator:add", now=now, detail={"generator": gen_id, "adapter": adapter})
     return g
@@ -148,21 +183,67 @@ def get_generator(session: Session, gen_id: str) -> Generator:
     g = session.get(Generator, gen_id)
     if g is None:
         raise UnknownGenerator(f"no generator registered as {gen_id[:64]!r}")
+    # its adapter, config and sealing key are the operator's: a row edited by hand is refused
+    trust_of(session).check_generator(g.id, g.adapter, g.config, g.public_key, g.binding)
     return g
 
 
 # -- consent ------------------------------------------------------------------------------------------
 def live_consent(session: Session, owner: Account) -> tuple[Cameo | None, ConsentRecord | None]:
+    """The owner's cameo and its consent record, verified: the record under the owner's bound key,
+    the row's status under its state MAC. A row altered outside cameo raises IntegrityError."""
     cameo = session.execute(select(Cameo).where(Cameo.account_id == owner.id)).scalar_one_or_none()
     if cameo is None:
         return None, None
-    return cameo, ConsentRecord.from_bytes(cameo.consent_envelope, account_key(owner))
+    record = ConsentRecord.from_bytes(cameo.consent_envelope, account_key(session, owner))
+    if (record.digest != cameo.consent_digest or record.owner != owner.handle
+            or not trust_of(session).cameo_ok(cameo.state_mac, cameo.id, owner.id, cameo.status,
+                                              cameo.consent_digest)):
+        raise IntegrityError(f"{owner.handle}'s cameo record was altered outside cameo")
+    return cameo, record
+
+
+def grant_row_ok(session: Session, row: GrantRow) -> bool:
+    """The grant row's mutable state (uses, revocation) carries the registry's MAC."""
+    return trust_of(session).grant_ok(row.state_mac, row.id, row.digest, row.owner_id, row.grantee_id, row.uses,
+                                      row.revoked_at)
+
+
+def set_grant_state(session: Session, row_id: str, *, uses: int | None = None, revoked_at: str | None = None) -> None:
+    """Update a grant's uses and/or revocation with a fresh MAC (every change to them goes through here).
+    The row is re-read under its lock, so the MAC covers the state committed by any concurrent gate
+    decision (not a copy this session loaded earlier)."""
+    row = session.get(GrantRow, row_id, with_for_update=True, populate_existing=True)
+    assert row is not None
+    if uses is not None:
+        row.uses = uses
+    if revoked_at is not None:
+        row.revoked_at = revoked_at
+    row.state_mac = trust_of(session).grant_mac(row.id, row.digest, row.owner_id, row.grantee_id, row.uses,
+                                                row.revoked_at)
+    session.flush()
+
+
+def revoke_grants(session: Session, owner: Account, *, grant_id: str | None, stamp: str) -> list[str]:
+    """Revoke one grant of ``owner`` or all of them (grant_id None); returns the ids newly revoked."""
+    q = select(GrantRow.id).where(GrantRow.owner_id == owner.id, GrantRow.revoked_at.is_(None))
+    if grant_id is not None:
+        q = q.where(GrantRow.id == grant_id)
+    ids = list(session.execute(q.with_for_update()).scalars())
+    for gid in ids:
+        set_grant_state(session, gid, revoked_at=stamp)
+    return ids
+
+
+def integrity_alert(session: Session, *, now: datetime, subject: str | None, what: str, detail: dict[str, Any]) -> None:
+    """Record that a row did not verify (written with the denial it caused)."""
+    audit.append(session, "registry:integrity:alert", now=now, subject=subject, detail={"what": what, **detail})
 
 
 def submit_grant(session: Session, data: bytes, *, now: datetime) -> Grant:
     """Verify an owner-signed grant against the owner's key on file and store it."""
     owner = get_account(session, Grant.peek_signer(data))
-    grant = Grant.from_bytes(data, account_key(owner))
+    grant = Grant.from_bytes(data, account_key(session, owner))
     grantee = get_account(session, grant.grantee)
     from consent import KeyMismatch
 
@@ -186,7 +267,8 @@ def submit_grant(session: Session, data: bytes, *, now: datetime) -> Grant:
             raise DeniedError(aud.reasons)
     session.add(GrantRow(id=grant.id, owner_id=owner.id, grantee_id=grantee.id, envelope=data, digest=grant.digest,
                          generators=json.dumps(list(grant.generators)), not_after=fmt_time(grant.not_after),
-                         max_uses=grant.max_uses, uses=0, revoked_at=None, created_at=fmt_time(now)))
+                         max_uses=grant.max_uses, uses=0, revoked_at=None, created_at=fmt_time(now),
+                         state_mac=trust_of(session).grant_mac(grant.id, grant.digest, owner.id, grantee.id, 0, None)))
     audit.append(session, "consent:grant:create", now=now, actor=owner.id, subject=owner.id,
                  detail={"grant": grant.id, "digest": grant.digest, "grantee": grantee.id,
                          "generators": list(grant.generators), "max_uses": grant.max_uses,
@@ -198,7 +280,7 @@ def submit_grant(session: Session, data: bytes, *, now: datetime) -> Grant:
 def submit_revocation(session: Session, data: bytes, *, now: datetime) -> dict[str, Any]:
     """Verify an owner-signed revocation and apply it: one grant, or all consent (withdrawal)."""
     owner = get_account(session, Revocation.peek_signer(data))
-    rev = Revocation.from_bytes(data, account_key(owner))
+    rev = Revocation.from_bytes(data, account_key(session, owner))
     if session.get(RevocationRow, rev.id) is not None:  # a replayed document: bad input, not a crash
         raise DuplicateHandle("a revocation with this id was already applied")
     stamp = fmt_time(now)
@@ -206,16 +288,14 @@ def submit_revocation(session: Session, data: bytes, *, now: datetime) -> dict[s
         row = session.get(GrantRow, rev.target)
         if row is None or row.owner_id != owner.id:
             raise UnknownGrant(f"{owner.handle} has no grant {rev.target[:64]!r}")
-        revoked = [row.id] if row.revoked_at is None else []
-        session.execute(update(GrantRow).where(GrantRow.id == row.id, GrantRow.revoked_at.is_(None))
-                        .values(revoked_at=stamp))
+        revoked = revoke_grants(session, owner, grant_id=row.id, stamp=stamp)
         event = "consent:grant:revoke"
     else:
-        revoked = list(session.execute(select(GrantRow.id).where(GrantRow.owner_id == owner.id,
-                                                                 GrantRow.revoked_at.is_(None))).scalars())
-        session.execute(update(GrantRow).where(GrantRow.owner_id == owner.id, GrantRow.revoked_at.is_(None))
-                        .values(revoked_at=stamp))
-        session.execute(update(Cameo).where(Cameo.account_id == owner.id).values(status="withdrawn"))
+        revoked = revoke_grants(session, owner, grant_id=None, stamp=stamp)
+        cameo = session.execute(select(Cameo).where(Cameo.account_id == owner.id)).scalar_one_or_none()
+        if cameo is not None:
+            cameo.status = "withdrawn"
+            cameo.state_mac = trust_of(session).cameo_mac(cameo.id, owner.id, "withdrawn", cameo.consent_digest)
         event = "consent:withdraw"
     session.add(RevocationRow(id=rev.id, owner_id=owner.id, scope=rev.scope, target=rev.target, envelope=data,
                               created_at=stamp))
@@ -255,7 +335,7 @@ def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: d
     # 1. the grantee proves possession of the key on file by signing the request
     grantee = get_account(session, TokenRequest.peek_signer(request_data))
     try:
-        req = TokenRequest.from_bytes(request_data, account_key(grantee))
+        req = TokenRequest.from_bytes(request_data, account_key(session, grantee))
     except VerificationError:
         # no proof of possession: a denial like any other, recorded for the owner the request names
         return _deny_unproven(session, request_data, grantee, now=now)
@@ -272,12 +352,25 @@ def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: d
     if req.grant_id:
         q = q.where(GrantRow.id == req.grant_id)
     rows = list(session.execute(q.order_by(GrantRow.created_at.desc())).scalars())
-    cameo, consent = live_consent(session, owner)
+    if req.grant_id and not rows:
+        raise UnknownGrant(f"{owner.handle} has no grant {req.grant_id[:64]!r} for {grantee.handle}")
+    try:
+        cameo, consent = live_consent(session, owner)
+        owner_key = account_key(session, owner)
+    except IntegrityError as e:
+        return _deny_tampered(session, req, owner, grantee, e, now=now)
     chosen: tuple[GrantRow, Grant] | None = None
     best: Denied | None = None
     for row in rows:
-        # 4. the grant verifies *now* under the owner's key on file
-        grant = Grant.from_bytes(row.envelope, account_key(owner))
+        # 4. the grant verifies *now* under the owner's bound key, and its state under the registry's MAC
+        try:
+            grant = Grant.from_bytes(row.envelope, owner_key)
+        except ConsentError as e:
+            return _deny_tampered(session, req, owner, grantee,
+                                  IntegrityError(f"grant {row.id} is not signed by its owner ({e})"), now=now)
+        if grant.id != row.id or grant.digest != row.digest or not grant_row_ok(session, row):
+            return _deny_tampered(session, req, owner, grantee,
+                                  IntegrityError(f"grant {row.id}'s record was altered outside cameo"), now=now)
         decision = evaluate_grant(grant, _grant_state(session, row, owner, grantee, cameo), consent=consent,
                                   grantee=grantee.handle, generator=req.generator, purpose=req.purpose,
                                   modalities=grant.modalities, now=now)
@@ -304,6 +397,16 @@ def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: d
     detail.update({"token": claims.jti, "grant": grant.id, "expires": fmt_time(claims.expires)})
     audit.append(session, "token:mint", now=now, actor=grantee.id, subject=owner.id, detail=detail)
     return Minted(token=token, claims=claims)
+
+
+def _deny_tampered(session: Session, req: TokenRequest, owner: Account, grantee: Account, e: IntegrityError, *,
+                   now: datetime) -> Minted:
+    reasons = e.reasons
+    integrity_alert(session, now=now, subject=owner.id, what="token:mint", detail={"reason": str(e)})
+    audit.append(session, "token:mint:denied", now=now, actor=grantee.id, subject=owner.id,
+                 detail={"request": req.id, "generator": req.generator, "request_digest": req.request_digest,
+                         "grantee": grantee.id, "reasons": [r.as_dict() for r in reasons]})
+    return Minted(denied=Denied(tuple(reasons)))
 
 
 def _deny_unproven(session: Session, request_data: bytes, grantee: Account, *, now: datetime) -> Minted:

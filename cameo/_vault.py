@@ -45,16 +45,27 @@ class KeyWrapper(Protocol):
 
     def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes: ...
 
+    def derive_key(self, label: bytes) -> bytes:
+        """A 32-byte key for ``label`` derived from the KEK (HKDF-SHA256 locally; a KMS would
+        keep an HMAC key of its own per label). Used for the registry's state MACs and audit chain."""
+        ...
+
 
 class LocalKek:
     """A KEK held in this process (from a 0600 file or the environment)."""
 
-    __slots__ = ("_aead", "kek_id")
+    __slots__ = ("_aead", "_derived", "kek_id")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise VaultError("the key-encryption key must be 32 bytes")
         self._aead = AESGCM(key)
+        from cryptography.hazmat.primitives.hashes import SHA256
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+        # derived keys are computed now, so the raw KEK is not kept beyond the AEAD object
+        self._derived = {label: HKDFExpand(SHA256(), 32, b"cameo.kek.derive.v1|" + label).derive(
+            hashlib.sha256(b"cameo.kek.prk.v1" + key).digest()) for label in (b"state", b"audit")}
         self.kek_id = "local:" + hashlib.sha256(b"cameo-kek-id" + key).hexdigest()[:16]
 
     @classmethod
@@ -93,6 +104,12 @@ class LocalKek:
         except (InvalidTag, ValueError) as e:
             raise DecryptionFailed("the data key does not unwrap for this cameo") from e
 
+    def derive_key(self, label: bytes) -> bytes:
+        try:
+            return self._derived[label]
+        except KeyError:
+            raise VaultError(f"no derived key for {label!r}") from None
+
     def __repr__(self) -> str:
         return f"LocalKek({self.kek_id})"
 
@@ -113,6 +130,9 @@ class Vault:
     @property
     def kek_id(self) -> str:
         return self._wrapper.kek_id
+
+    def derive_key(self, label: bytes) -> bytes:
+        return self._wrapper.derive_key(label)
 
     def new_data_key(self, owner_id: str) -> bytes:
         """A fresh DEK for ``owner_id`` (a cameo or protected-list entry), returned wrapped."""

@@ -8,7 +8,7 @@ from typing import Any
 from cameo._app import engine_for
 from cameo._db import transaction
 from cameo._home import Home
-from cameo._registry import get_generator, token_keyring
+from cameo._registry import get_generator
 from cameo._request import GenerationRequest
 
 from ._gate import Gate
@@ -29,9 +29,7 @@ def init(home: Home, *, now: datetime) -> dict[str, Any]:
 
 def gate_for(home: Home, *, with_vault: bool = False, **kw: Any) -> Gate:
     eng = engine_for(home)
-    with transaction(eng) as s:
-        keyring = token_keyring(s, None)
-    return Gate(eng, keyring, home.vault() if with_vault else None, **kw)
+    return Gate(eng, home.verify_keyring(), home.vault() if with_vault else None, **kw)
 
 
 def check(home: Home, tokens: list[str], *, generator: str, request: GenerationRequest,

@@ -13,8 +13,15 @@ For every token of a call, in order (each step exists for the reason given):
                     the one the token binds: no swapping the prompt or references after minting.
   7. grant live   - the grant exists, is not revoked, has not expired, has uses left, and names this
                     grantee. Read from the database inside the decision's transaction: no cache,
-                    so a revocation committed before the decision starts always wins.
-  8. consent live - the owner's consent is not withdrawn or expired.
+                    so a revocation committed before the decision starts always wins. The database
+                    is not the root of trust: the owner's key must carry the registry's binding
+                    signature, the grant must verify under it (its terms, expiry and use limit come
+                    from the signed grant, not from columns), and the row's use count and revocation
+                    must carry the registry's state MAC; an edited row is a denial
+                    (``state.tampered``) with an integrity alert in the audit log.
+  8. consent live - the owner's consent is not withdrawn or expired: the consent record verifies
+                    under the owner's bound key and is the one the cameo row commits to, the row's
+                    status carries its state MAC; restrictions come from the signed record.
   9. single use   - the token id was never consumed.
  10. consume      - (release only) the use is consumed atomically: a conditional UPDATE of the
                     grant's counter and an INSERT of the token id that fails on reuse; a concurrent
@@ -35,7 +42,6 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
-import orjson
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -46,7 +52,7 @@ from cameo._errors import Reason
 from cameo._request import GenerationRequest
 from cameo._errors import VaultError
 from cameo._vault import Vault
-from consent import DEFAULT_SKEW, ConsentError, Denied, PermissionToken, TokenKeyring, fmt_time, parse_token
+from consent import DEFAULT_SKEW, ConsentError, Denied, PermissionToken, TokenKeyring, digest, fmt_time, parse_token
 
 from ._errors import GateDenied, ScreeningDenied
 
@@ -61,13 +67,22 @@ class _Sql:
     def __init__(self, dialect: str) -> None:
         p = "%s" if dialect == "postgresql" else "?"
         self.live = (
-            "SELECT g.revoked_at, g.not_after, g.uses, g.max_uses, g.owner_id, o.handle, e.handle, c.id, c.status,"
-            " c.expires_at, c.consent_id, c.consent_digest, c.restrictions, c.wrapped_dek,"
+            "SELECT g.revoked_at, g.uses, g.owner_id, g.grantee_id, g.envelope, g.digest, g.state_mac,"
+            " o.handle, o.key_id, o.public_key, o.binding, e.handle,"
+            " c.id, c.status, c.consent_envelope, c.consent_digest, c.state_mac, c.wrapped_dek,"
             f" (SELECT 1 FROM token_uses WHERE jti = {p}), (SELECT 1 FROM generators WHERE id = {p})"
             " FROM grants g JOIN accounts o ON o.id = g.owner_id JOIN accounts e ON e.id = g.grantee_id"
             f" LEFT JOIN cameos c ON c.account_id = g.owner_id WHERE g.id = {p}")
-        self.consume = (f"UPDATE grants SET uses = uses + 1 WHERE id = {p} AND revoked_at IS NULL"
-                        f" AND uses < max_uses AND not_after > {p}")
+        # a release reads the grant row under its row lock (PostgreSQL), so the use count it read is
+        # the one it replaces; SQLite's BEGIN IMMEDIATE already serialises every writer
+        self.live_locked = self.live + (" FOR UPDATE OF g" if dialect == "postgresql" else "")
+        # compare-and-set: the new count and its MAC replace exactly the state that was verified
+        # (the signed use limit and the expiry are checked again here, as a last line)
+        self.consume = (f"UPDATE grants SET uses = {p}, state_mac = {p} WHERE id = {p} AND uses = {p}"
+                        f" AND uses < {p} AND revoked_at IS NULL AND not_after > {p}")
+        self.follows = (f"SELECT f.envelope, a.id, a.handle, a.key_id, a.public_key, a.binding FROM follows f"
+                        f" JOIN accounts a ON a.id = f.follower_id WHERE (f.follower_id = {p} AND f.followee_id = {p})"
+                        f" OR (f.follower_id = {p} AND f.followee_id = {p})")
         self.use_once = (f"INSERT INTO token_uses (jti, grant_id, generator, used_at) VALUES ({p}, {p}, {p}, {p})"
                          " ON CONFLICT (jti) DO NOTHING")
         self.templates = f"SELECT modality, encoder_id, nonce, ciphertext FROM templates WHERE cameo_id = {p}"
@@ -78,18 +93,22 @@ class Live(NamedTuple):
     NamedTuple: the row becomes one without a per-field copy)."""
 
     revoked_at: str | None
-    not_after: str
     uses: int
-    max_uses: int
     owner_id: str
+    grantee_id: str
+    envelope: bytes
+    digest: str
+    grant_mac: str | None
     owner_handle: str
+    owner_key_id: str
+    owner_public_key: bytes
+    owner_binding: bytes | None
     grantee_handle: str
     cameo_id: str | None
     status: str | None
-    expires_at: str | None
-    consent_id: str | None
+    consent_envelope: bytes | None
     consent_digest: str | None
-    restrictions: str | None
+    cameo_mac: str | None
     wrapped_dek: bytes | None
     used: Any
     generator: Any
@@ -106,6 +125,8 @@ class TokenVerdict:
     token: PermissionToken | None
     reasons: tuple[Reason, ...]
     live: Any = field(default=None, repr=False)
+    grant: Any = field(default=None, repr=False)  # the verified Grant
+    consent: Any = field(default=None, repr=False)  # the verified ConsentRecord (None: no cameo)
 
     @property
     def allowed(self) -> bool:
@@ -161,7 +182,17 @@ class Gate:
 
     def __init__(self, engine: Engine, keyring: TokenKeyring, vault: Vault | None = None, *,
                  skew: timedelta = DEFAULT_SKEW, max_cameos: int = MAX_CAMEOS_PER_CALL,
-                 screener: Callable[..., Sequence[Reason]] | None = None) -> None:
+                 screener: Callable[..., Sequence[Reason]] | None = None, trust: Any = None) -> None:
+        from cameo._db import trust_for
+
+        self._trust = trust or trust_for(engine)
+        if self._trust is None:
+            from cameo._errors import NotInitialised
+
+            raise NotInitialised("the gate needs the registry's keys: build it on the home's engine")
+        # verified documents and bound keys, by their exact stored bytes (envelopes are immutable,
+        # so a cache hit is the same verification; bounded)
+        self._docs: dict[tuple[Any, ...], Any] = {}
         self._engine = engine
         self._keyring = keyring
         self._vault = vault
@@ -172,7 +203,7 @@ class Gate:
         self._sqlite = engine.dialect.name == "sqlite"
         self._local = threading.local()
         self._dbapi_errors = (engine.dialect.loaded_dbapi.Error, SQLAlchemyError)
-        self._append = RawAppender(engine.dialect.name)
+        self._append = RawAppender(engine.dialect.name, self._trust.audit_key)
 
     def __repr__(self) -> str:
         return f"Gate({self._engine.dialect.name}, max_cameos={self._max_cameos})"
@@ -191,12 +222,77 @@ class Gate:
         decision = tok.check(audience=generator_id, request_digest=request.digest, now=now, skew=self._skew)
         return TokenVerdict(index, tok, decision.reasons if isinstance(decision, Denied) else ())  # steps 4-6
 
-    def _verify(self, cur: Any, parsed: TokenVerdict, *, generator_id: str, stamp: str) -> TokenVerdict:
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        hit = self._docs.get(key)
+        if hit is None:
+            if len(self._docs) > 8192:
+                self._docs.clear()
+            hit = self._docs[key] = make()
+        return hit
+
+    def _owner_key(self, live: Live) -> Any:
+        """The owner's key, only as the registry bound it (raises IntegrityError)."""
+        return self._cached(("key", live.owner_id, live.owner_handle, live.owner_key_id, bytes(live.owner_public_key),
+                             bytes(live.owner_binding or b"")),
+                            lambda: self._trust.account_key(live.owner_id, live.owner_handle, live.owner_key_id,
+                                                            bytes(live.owner_public_key), live.owner_binding))
+
+    def _doc(self, cls: Any, data: bytes, key: Any) -> Any:
+        return self._cached((cls.TYPE, bytes(data), key.raw), lambda: cls.from_bytes(bytes(data), key))
+
+    def _integrity(self, live: Live, tok: PermissionToken) -> tuple[Any, Any, str | None]:
+        """Steps 7-8's evidence: the grant and consent record verified under the owner's bound key,
+        the rows' state under their MACs. Returns (grant, consent, problem)."""
+        from cameo._trust import IntegrityError
+        from consent import ConsentError, ConsentRecord, Grant
+
+        try:
+            owner_key = self._owner_key(live)
+            grant = self._doc(Grant, live.envelope, owner_key)
+        except (IntegrityError, ConsentError) as e:
+            return None, None, f"the grant or its owner's key was altered ({e})"
+        if grant.id != tok.grant_id or grant.digest != live.digest or grant.owner != live.owner_handle:
+            return None, None, "the grant row does not hold the grant it names"
+        if not self._trust.grant_ok(live.grant_mac, grant.id, live.digest, live.owner_id, live.grantee_id,
+                                    live.uses, live.revoked_at):
+            return grant, None, "the grant's use count or revocation was altered outside cameo"
+        consent = None
+        if live.cameo_id is not None:
+            try:
+                consent = self._doc(ConsentRecord, live.consent_envelope or b"", owner_key)
+            except ConsentError as e:
+                return grant, None, f"the consent record was altered ({e})"
+            if (consent.digest != live.consent_digest or consent.owner != live.owner_handle
+                    or not self._trust.cameo_ok(live.cameo_mac, live.cameo_id, live.owner_id, live.status or "",
+                                                live.consent_digest or "")):
+                return grant, None, "the cameo's status or consent record was altered outside cameo"
+        return grant, consent, None
+
+    def _mutual(self, cur: Any, live: Live) -> bool:
+        """Both follows exist and each verifies under its follower's bound key."""
+        from consent import ConsentError, Follow
+        from cameo._trust import IntegrityError
+
+        cur.execute(self._sql.follows, (live.owner_id, live.grantee_id, live.grantee_id, live.owner_id))
+        seen = set()
+        for env, aid, handle, kid, pub, binding in cur.fetchall():
+            if env is None:
+                continue
+            try:
+                key = self._trust.account_key(aid, handle, kid, bytes(pub), binding)
+                doc = Follow.from_bytes(bytes(env), key)
+            except (IntegrityError, ConsentError):
+                continue
+            seen.add((doc.follower, doc.followee))
+        return {(live.owner_handle, live.grantee_handle), (live.grantee_handle, live.owner_handle)} <= seen
+
+    def _verify(self, cur: Any, parsed: TokenVerdict, *, generator_id: str, now: datetime,
+                lock: bool = False) -> TokenVerdict:
         """Steps 7-9, against the live registry inside the decision's transaction."""
         tok = parsed.token
         if tok is None:
             return parsed
-        cur.execute(self._sql.live, (tok.jti, generator_id, tok.grant_id))
+        cur.execute(self._sql.live_locked if lock else self._sql.live, (tok.jti, generator_id, tok.grant_id))
         row = cur.fetchone()
         if row is None:
             return TokenVerdict(parsed.index, tok, parsed.reasons + (
@@ -205,24 +301,40 @@ class Gate:
         reasons = list(parsed.reasons)
         if live.generator is None:  # step 4, second half
             reasons.append(Reason("generator.unknown", f"generator {generator_id!r} is not registered"))
-        # step 7
+        grant, consent, problem = self._integrity(live, tok)
+        if problem is not None:
+            reasons.append(Reason("state.tampered", problem))
+            return TokenVerdict(parsed.index, tok, tuple(reasons), live)
+        # step 7, from the signed grant and the MAC-verified state
         if live.revoked_at is not None:
             reasons.append(Reason("grant.revoked", "the grant was revoked by its owner"))
-        if live.not_after <= stamp:
+        if now >= grant.not_after:
             reasons.append(Reason("grant.expired", "the grant has expired"))
-        if live.uses >= live.max_uses:
+        if live.uses >= grant.max_uses:
             reasons.append(Reason("grant.exhausted", "the grant has no uses left"))
-        if live.grantee_handle != tok.grantee or live.owner_handle != tok.owner:
+        if live.grantee_handle != tok.grantee or grant.grantee != tok.grantee or grant.owner != tok.owner:
             reasons.append(Reason("grant.mismatch", "the token does not match its grant's owner and grantee"))
+        if (tok.audience not in grant.generators or tok.purpose not in grant.purposes
+                or not set(tok.modalities) <= set(grant.modalities)):
+            reasons.append(Reason("grant.terms", "the token asks for more than its grant covers"))
         # step 8
-        if live.status is not None and live.status != "active":
-            reasons.append(Reason("consent.withdrawn", "the owner withdrew consent"))
-        if live.expires_at is not None and live.expires_at <= stamp:
-            reasons.append(Reason("consent.expired", "the owner's consent record has expired"))
+        if consent is not None:
+            if live.status != "active":
+                reasons.append(Reason("consent.withdrawn", "the owner withdrew consent"))
+            if consent.expires is not None and now >= consent.expires:
+                reasons.append(Reason("consent.expired", "the owner's consent record has expired"))
+            if tok.purpose not in consent.purposes:
+                reasons.append(Reason("consent.purpose", f"the owner's consent does not cover purpose {tok.purpose}"))
+            if consent.audience == "mutuals" and tok.grantee != tok.owner and not self._mutual(cur, live):
+                reasons.append(Reason("consent.audience", "the owner's audience policy (mutuals) does not include "
+                                                          f"{tok.grantee}"))
+            elif consent.audience == "only-me" and tok.grantee != tok.owner:
+                reasons.append(Reason("consent.audience", f"the owner's audience policy (only-me) does not include "
+                                                          f"{tok.grantee}"))
         # step 9
         if live.used is not None:
             reasons.append(Reason("token.used", "the token was already used"))
-        return TokenVerdict(parsed.index, tok, tuple(reasons), live)
+        return TokenVerdict(parsed.index, tok, tuple(reasons), live, grant, consent)
 
     def _connection(self) -> Any:
         """This thread's DB-API connection, kept for the Gate's lifetime: a pool checkout and
@@ -288,6 +400,13 @@ class Gate:
         if not decision.verdicts:
             self._append(cur, event + ":denied", now=now,
                          detail={"generator": generator_id, "reasons": [r.as_dict() for r in decision.reasons]})
+        for v in decision.verdicts:  # a row that did not verify: an alert of its own, for the operator and owner
+            for r in v.reasons:
+                if r.code == "state.tampered" or r.code == "vault.integrity":
+                    self._append(cur, "registry:integrity:alert", now=now,
+                                 subject=v.live.owner_id if v.live is not None else None,
+                                 detail={"what": event, "grant_id": v.token.grant_id if v.token else None,
+                                         "reason": r.message})
 
     def _parse_all(self, tokens: Sequence[str], *, generator_id: str, request: GenerationRequest,
                    now: datetime) -> tuple[list[TokenVerdict], list[Reason]]:
@@ -304,9 +423,8 @@ class Gate:
         return parsed, extra
 
     def _decide(self, cur: Any, parsed: tuple[list[TokenVerdict], list[Reason]], *, generator_id: str,
-                now: datetime) -> GateDecision:
-        stamp = fmt_time(now)
-        verdicts = tuple(self._verify(cur, v, generator_id=generator_id, stamp=stamp) for v in parsed[0])
+                now: datetime, lock: bool = False) -> GateDecision:
+        verdicts = tuple(self._verify(cur, v, generator_id=generator_id, now=now, lock=lock) for v in parsed[0])
         return GateDecision(verdicts, tuple(parsed[1]))
 
     # -- tier 1: inspect ---------------------------------------------------------------------------
@@ -322,9 +440,11 @@ class Gate:
 
     # -- tier 2: enforce ---------------------------------------------------------------------------
     def _consume(self, cur: Any, v: TokenVerdict, *, generator_id: str, stamp: str) -> Reason | None:
-        """``stamp`` is the decision's time at second precision, as stored in grants.not_after."""
-        assert v.token is not None
-        cur.execute(self._sql.consume, (v.token.grant_id, stamp))
+        """``stamp`` is the decision's time at second precision."""
+        assert v.token is not None and v.live is not None
+        live, uses = v.live, v.live.uses + 1
+        mac = self._trust.grant_mac(v.token.grant_id, live.digest, live.owner_id, live.grantee_id, uses, None)
+        cur.execute(self._sql.consume, (uses, mac, v.token.grant_id, live.uses, v.grant.max_uses, stamp))
         if cur.rowcount != 1:
             return Reason("grant.race", "the grant was revoked or used up while this call was being decided")
         cur.execute(self._sql.use_once, (v.token.jti, v.token.grant_id, generator_id, stamp))
@@ -341,7 +461,7 @@ class Gate:
         stamp = fmt_time(now)
         try:
             with self._txn() as (conn, cur):
-                decision = self._decide(cur, parsed, generator_id=generator_id, now=now)
+                decision = self._decide(cur, parsed, generator_id=generator_id, now=now, lock=True)
                 found: list[Any] = []
                 if load_templates and decision.allowed:
                     missing = tuple(Reason("cameo.none", f"{v.token.owner} has no enrolled likeness to release")
@@ -384,10 +504,13 @@ class Gate:
     def _open(self, cur: Any, v: TokenVerdict) -> dict[str, Any]:
         assert v.token is not None and v.live is not None
         live = v.live
+        consent = v.consent
         item: dict[str, Any] = {"cameo_id": live.cameo_id or v.token.owner, "face": None, "face_encoder": None,
                                 "voice": None, "voice_encoder": None,
-                                "restrictions": tuple(orjson.loads(live.restrictions)) if live.restrictions else (),
-                                "consent_id": live.consent_id or "", "consent_digest": live.consent_digest or "",
+                                # from the owner-signed record, never from a column
+                                "restrictions": consent.restrictions if consent is not None else (),
+                                "consent_id": consent.id if consent is not None else "",
+                                "consent_digest": live.consent_digest or "",
                                 "grant_id": v.token.grant_id, "token_id": v.token.jti}
         if live.cameo_id is None or self._vault is None:
             return item
@@ -398,6 +521,10 @@ class Gate:
             if modality not in v.token.modalities:
                 continue  # only what the grant covers is released
             plain = self._vault.open(None, live.cameo_id, modality, encoder_id, bytes(nonce), bytes(ct), key=key)
+            # exactly what the owner's consent record commits to (modality, encoder and digest)
+            if consent is None or (modality, encoder_id, digest(plain)) not in {
+                    (t.modality, t.encoder, t.digest) for t in consent.templates}:
+                raise VaultError(f"the {modality} template is not the one the owner's consent record commits to")
             item[modality] = np.frombuffer(plain, dtype="<f4").copy()
             item[f"{modality}_encoder"] = encoder_id
         return item

@@ -12,6 +12,7 @@ from ._documents import (
     MODALITIES,
     PURPOSES,
     ConsentRecord,
+    Follow,
     Grant,
     Revocation,
     TemplateCommitment,
@@ -35,18 +36,19 @@ from ._errors import (
     WrongDocumentType,
 )
 from ._keys import SigningKey, VerifyKey, key_id
+from ._mac import BINDING_TYPES, binding_message, frame, state_mac, state_mac_ok
 from ._policy import GrantState, audience_allows, evaluate_grant
 from ._reason import Allowed, Decision, Denied, Reason
 from ._request import request_digest
 from ._token import DEFAULT_SKEW, TOKEN_TYPE, PermissionToken, TokenKeyring, mint_token, parse_token, verify_token
 
 __all__ = [
-    "AUDIENCES", "DEFAULT_SKEW", "GENERATOR_RE", "GENESIS", "HANDLE_RE", "MODALITIES", "PURPOSES", "TOKEN_TYPE",
+    "AUDIENCES", "BINDING_TYPES", "DEFAULT_SKEW", "Follow", "GENERATOR_RE", "GENESIS", "HANDLE_RE", "MODALITIES", "PURPOSES", "TOKEN_TYPE",
     "Allowed", "AudienceMismatch", "ConsentError", "ConsentRecord", "Decision", "Denied", "Envelope", "Grant",
     "GrantState", "KeyMismatch", "MalformedDocument", "PermissionToken", "Reason", "RequestMismatch",
     "Revocation", "SignatureInvalid", "SigningKey", "TemplateCommitment", "TokenExpired", "TokenInvalid",
     "TokenKeyring", "TokenNotYetValid", "TokenRequest", "VerificationError", "VerifyKey", "WrongDocumentType",
-    "audience_allows", "canonical_json", "digest", "encode_detail", "entry_hash", "evaluate_grant", "fmt_time", "key_id",
+    "audience_allows", "binding_message", "frame", "state_mac", "state_mac_ok", "canonical_json", "digest", "encode_detail", "entry_hash", "evaluate_grant", "fmt_time", "key_id",
     "mint_token", "new_id", "open_envelope", "pae", "parse_time", "parse_token", "request_digest", "seal",
     "sha256_hex", "strict_json_loads", "verify_token",
 ]

@@ -1,6 +1,10 @@
 """Hash-chained audit entries: each entry's hash covers its fields and the previous hash, so an
 edited, deleted, inserted or reordered entry breaks the chain at that point.
 
+The chain is keyed: each entry's hash is an HMAC-SHA256 under the registry's audit key (derived
+from the vault KEK, which is kept outside the database), so whoever can only write to the
+database cannot recompute the chain after deleting or editing an entry.
+
 The hashed bytes are a length-prefixed framing (the DSSE PAE idea applied field by field), so no
 JSON canonicalisation is on the hot path and no two field lists encode alike::
 
@@ -11,6 +15,7 @@ JSON canonicalisation is on the hot path and no two field lists encode alike::
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Any
 
 import orjson
@@ -27,8 +32,9 @@ def encode_detail(detail: dict[str, Any]) -> str:
     return orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def entry_hash(prev_hash: str, *, seq: int, ts: str, event: str, actor: str | None, subject: str | None,
-               detail: str) -> str:
+def entry_hash(prev_hash: str, *, key: bytes, seq: int, ts: str, event: str, actor: str | None,
+               subject: str | None, detail: str) -> str:
+    """HMAC-SHA256 under ``key`` (the registry's audit key) of the framed fields."""
     framed = [b"-1 " if f is None else b"%d %s " % (len(b := f.encode()), b)
               for f in (prev_hash, str(seq), ts, event, actor, subject, detail)]
-    return hashlib.sha256(_TAG + b"".join(framed)).hexdigest()
+    return hmac.new(key, _TAG + b"".join(framed), hashlib.sha256).hexdigest()

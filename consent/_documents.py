@@ -348,3 +348,33 @@ class TokenRequest(_Document):
                    grantee_key=_str(p, "grantee_key"), owner=_str(p, "owner", HANDLE_RE),
                    grant_id=_opt_str(p, "grant_id"), generator=_str(p, "generator", GENERATOR_RE), purpose=purpose,
                    request_digest=_str(p, "request_digest", DIGEST_RE), created=parse_time(p["created"], "created"))
+
+
+@dataclass(frozen=True)
+class Follow(_Document):
+    """Follower-signed: ``follower`` follows ``followee``. Two follows make mutuals, which the
+    ``mutuals`` audience relies on, so nobody but the follower can make one."""
+
+    TYPE: ClassVar[str] = "application/vnd.cameo.follow.v1+json"
+    id: str = ""
+    follower: str = ""
+    follower_key: str = ""
+    followee: str = ""
+    created: datetime = datetime.min.replace(tzinfo=timezone.utc)
+
+    @classmethod
+    def _signer_field(cls) -> str:
+        return "follower"
+
+    def _payload(self) -> dict[str, Any]:
+        return {"created": fmt_time(self.created), "followee": self.followee, "follower": self.follower,
+                "follower_key": self.follower_key, "id": self.id}
+
+    @classmethod
+    def _from_payload(cls, p: dict[str, Any], env: Envelope) -> Follow:
+        _keys(p, {"created", "followee", "follower", "follower_key", "id"}, "follow")
+        follower, followee = _str(p, "follower", HANDLE_RE), _str(p, "followee", HANDLE_RE)
+        if follower == followee:
+            raise MalformedDocument("nobody follows themselves")
+        return cls(envelope=env, id=_str(p, "id"), follower=follower, follower_key=_str(p, "follower_key"),
+                   followee=followee, created=parse_time(p["created"], "created"))

@@ -45,11 +45,14 @@ _CLAIMS = {"iss", "jti", "sub", "aud", "gnt", "gte", "req", "pur", "mod", "iat",
 
 
 class TokenKeyring:
-    """Keys for tokens, typed by purpose: the active key signs; retired keys only verify."""
+    """Keys for tokens, typed by purpose: the active key signs; retired keys only verify, and only
+    tokens issued before they retired (``retired_at``, per key id)."""
 
-    def __init__(self, active: SigningKey | None, retired: list[VerifyKey] | None = None) -> None:
+    def __init__(self, active: SigningKey | None, retired: list[VerifyKey] | None = None, *,
+                 retired_at: dict[str, datetime] | None = None) -> None:
         self._active = active
         self._verify: dict[str, VerifyKey] = {k.key_id: k for k in (retired or [])}
+        self._retired_at: dict[str, datetime] = dict(retired_at or {})
         # footer text -> (kid, key, PAE tail) for the canonical footer of each key on file; bounded
         # by the number of keys, since only the one canonical spelling per key is ever stored
         self._footers: dict[str, tuple[str, VerifyKey, bytes]] = {}
@@ -254,9 +257,13 @@ def parse_token(token: str, keyring: TokenKeyring) -> PermissionToken:
             raise ValueError
     except (TypeError, ValueError) as e:
         raise MalformedDocument("token claims hold invalid values") from e
+    issued = parse_time(c["iat"], "iat")
+    cut = keyring._retired_at.get(kid)
+    if cut is not None and issued >= cut:  # a retired key verifies only what it signed before retiring
+        raise SignatureInvalid("the token is signed by a retired key after it was retired")
     return PermissionToken(jti=c["jti"], issuer=c["iss"], owner=c["sub"], audience=c["aud"], grant_id=c["gnt"],
                            grantee=c["gte"], request_digest=c["req"], purpose=c["pur"], modalities=tuple(mods),
-                           issued_at=parse_time(c["iat"], "iat"), not_before=parse_time(c["nbf"], "nbf"),
+                           issued_at=issued, not_before=parse_time(c["nbf"], "nbf"),
                            expires=parse_time(c["exp"], "exp"), kid=kid)
 
 

@@ -151,18 +151,12 @@ class Registry:
 
     def keyring(self) -> Any:
         """The registry's signing keyring (the active token key plus every token key on file)."""
-        from cameo import _registry as reg
-
-        with self.session() as s:
-            return reg.token_keyring(s, self.home.token_signing_key())
+        return self.home.keyring()
 
     def gate(self, *, vault: bool = False, **kw: Any) -> Any:
-        from cameo import _registry as reg
         from conditioning._gate import Gate
 
-        with self.session() as s:
-            keyring = reg.token_keyring(s, None)
-        return Gate(self.engine, keyring, self.home.vault() if vault else None, **kw)
+        return Gate(self.engine, self.home.verify_keyring(), self.home.vault() if vault else None, **kw)
 
     def account(self, handle: str) -> None:
         from cameo import _app

@@ -23,12 +23,18 @@ COLUMNS = ("ts", "event", "actor", "subject", "detail", "prev_hash", "hash")
 
 
 # -- the entry hash ----------------------------------------------------------------------------------
+KEY = bytes(range(32))  # a fixed audit key for the vectors
+
+
 def _framed(prev: str, seq: int, ts: str, event: str, actor: str | None, subject: str | None, detail: str) -> str:
-    """The documented framing, written out independently of consent._audit."""
+    """The documented framing, written out independently of consent._audit: HMAC-SHA256 under the
+    registry's audit key (derived from the KEK), so the chain cannot be recomputed without it."""
+    import hmac
+
     out = b"cameo.audit.v1 "
     for f in (prev, str(seq), ts, event, actor, subject, detail):
         out += b"-1 " if f is None else str(len(f.encode())).encode() + b" " + f.encode() + b" "
-    return hashlib.sha256(out).hexdigest()
+    return hmac.new(KEY, out, hashlib.sha256).hexdigest()
 
 
 GOLDEN = {"seq": 1, "ts": "2026-01-01T00:00:00.000000Z", "event": "registry:init", "actor": None, "subject": None,
@@ -36,20 +42,23 @@ GOLDEN = {"seq": 1, "ts": "2026-01-01T00:00:00.000000Z", "event": "registry:init
 
 
 def test_entry_hash_golden_vector():
-    h = entry_hash(GENESIS, **GOLDEN)
+    h = entry_hash(GENESIS, key=KEY, **GOLDEN)
     assert h == _framed(GENESIS, **GOLDEN)
-    assert h == "6bb934a1b843f6047a3efacd214c2e312043dcb9f7909508f5a52ffe35d6fdf0"
+    assert h == "ded2926810e2d9ee25121edf045b441b4a519e2ab55541174d8b85763a88979e"
+    # the unkeyed SHA-256 of the same framing (what anyone could recompute) is not it
+    assert h != "6bb934a1b843f6047a3efacd214c2e312043dcb9f7909508f5a52ffe35d6fdf0"
+    assert entry_hash(GENESIS, key=bytes(32), **GOLDEN) != h
 
 
 def test_entry_hash_chains_and_frames_its_fields():
-    h1 = entry_hash(GENESIS, **GOLDEN)
-    assert entry_hash(h1, **{**GOLDEN, "seq": 2}) != entry_hash(GENESIS, **{**GOLDEN, "seq": 2})
+    h1 = entry_hash(GENESIS, key=KEY, **GOLDEN)
+    assert entry_hash(h1, key=KEY, **{**GOLDEN, "seq": 2}) != entry_hash(GENESIS, key=KEY, **{**GOLDEN, "seq": 2})
     # a missing actor is not an empty one, and no field boundary can be moved
-    assert entry_hash(GENESIS, **{**GOLDEN, "actor": ""}) != h1
-    assert (entry_hash(GENESIS, **{**GOLDEN, "actor": "ab", "subject": "c"})
-            != entry_hash(GENESIS, **{**GOLDEN, "actor": "a", "subject": "bc"}))
-    assert (entry_hash(GENESIS, **{**GOLDEN, "actor": "1 x"})
-            != entry_hash(GENESIS, **{**GOLDEN, "actor": None, "subject": "x"}))
+    assert entry_hash(GENESIS, key=KEY, **{**GOLDEN, "actor": ""}) != h1
+    assert (entry_hash(GENESIS, key=KEY, **{**GOLDEN, "actor": "ab", "subject": "c"})
+            != entry_hash(GENESIS, key=KEY, **{**GOLDEN, "actor": "a", "subject": "bc"}))
+    assert (entry_hash(GENESIS, key=KEY, **{**GOLDEN, "actor": "1 x"})
+            != entry_hash(GENESIS, key=KEY, **{**GOLDEN, "actor": None, "subject": "x"}))
 
 
 FIELD = st.one_of(st.none(), st.text(max_size=12))
@@ -61,7 +70,7 @@ FIELD = st.one_of(st.none(), st.text(max_size=12))
 def test_distinct_entries_hash_distinctly(a, b):
     def h(t: tuple[Any, ...]) -> str:
         event, seq, ts, actor, subject, detail = t
-        return entry_hash(GENESIS, seq=seq, ts=ts, event=event, actor=actor, subject=subject, detail=detail)
+        return entry_hash(GENESIS, key=KEY, seq=seq, ts=ts, event=event, actor=actor, subject=subject, detail=detail)
 
     if a != b:
         assert h(a) != h(b)
@@ -140,7 +149,7 @@ def test_an_inserted_entry_is_detected(logged):
     prev = _entry(logged, k - 1)["hash"]
     forged = {"seq": k, "ts": "2026-03-01T12:00:00.000000Z", "event": "gate:check:allowed", "actor": None,
                   "subject": None, "detail": "{}"}
-    h = entry_hash(prev, **forged)  # a well-formed entry, correctly chained to the one before it
+    h = entry_hash(prev, key=logged.home.trust().audit_key, **forged)  # a well-formed entry, correctly chained to the one before it
     _sql(logged, "INSERT INTO audit_log (seq, ts, event, actor, subject, detail, prev_hash, hash) "
                  "VALUES (:seq, :ts, :event, :actor, :subject, :detail, :prev, :hash)", prev=prev, hash=h, **forged)
     rep = logged.verify_chain()
@@ -153,7 +162,7 @@ def test_an_entry_appended_behind_the_heads_back_is_detected(logged):
                   "subject": None, "detail": "{}"}
     _sql(logged, "INSERT INTO audit_log (seq, ts, event, actor, subject, detail, prev_hash, hash) "
                  "VALUES (:seq, :ts, :event, :actor, :subject, :detail, :prev, :hash)",
-         prev=last["hash"], hash=entry_hash(last["hash"], **forged), **forged)
+         prev=last["hash"], hash=entry_hash(last["hash"], key=logged.home.trust().audit_key, **forged), **forged)
     rep = logged.verify_chain()
     assert not rep.ok and rep.first_bad == logged.n + 1, rep
 
@@ -212,7 +221,7 @@ def test_the_raw_appender_writes_the_same_chain(registry):
     with registry.session() as s:
         audit.append(s, "test:orm", now=registry.now, actor="a", detail={"k": "v"})
         cur = s.connection().connection.driver_connection.cursor()
-        audit.RawAppender(registry.dialect)(cur, "test:raw", now=registry.now, subject="s", detail={"k": "\u00e9"})
+        audit.RawAppender(registry.dialect, registry.home.trust().audit_key)(cur, "test:raw", now=registry.now, subject="s", detail={"k": "\u00e9"})
         audit.append(s, "test:orm", now=registry.now)
     rep = registry.verify_chain()
     assert rep.ok

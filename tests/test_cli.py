@@ -86,7 +86,8 @@ def test_every_command_prints_one_json_object(cli, tmp_path):
     out = cli.json("account", "create", "dave")
     assert out["handle"] == "dave" and out["key_id"].startswith("ed25519:")
     assert (cli.r.home.keys_dir / "dave.pem").stat().st_mode & 0o077 == 0
-    assert cli.json("follow", "alice", "bob") == {"follower": "alice", "followee": "bob"}
+    f = cli.json("follow", "alice", "bob")
+    assert (f["follower"], f["followee"]) == ("alice", "bob") and f["digest"].startswith("sha256:")
     gen = cli.json("generator", "add", "other-gen", "--adapter", "demo")
     assert gen["id"] == "other-gen"
     assert {g["id"] for g in cli.json("generator", "list")["generators"]} >= {GENERATOR, "other-gen"}

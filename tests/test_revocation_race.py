@@ -32,16 +32,18 @@ def _init_worker(stop: Any, counts: Any, start: Any, rounds: Any) -> None:
     _W.update(stop=stop, counts=counts, start=start, rounds=rounds)
 
 
-def _gate(url: str) -> tuple[Any, Any, Any]:
-    from cameo._db import make_engine, transaction
-    from cameo._registry import token_keyring
+def _gate(where: tuple[str, str]) -> tuple[Any, Any, Any]:
+    """``where``: the database URL and the registry home (its key files are the root of trust)."""
+    from cameo._db import bind_trust, make_engine
+    from cameo._home import Home
     from cameo._request import GenerationRequest
     from conditioning._gate import Gate
 
+    url, home_path = where
+    home = Home.resolve(home_path, url)
     eng = make_engine(url)
-    with transaction(eng) as s:
-        keyring = token_keyring(s, None)
-    return eng, Gate(eng, keyring, None), GenerationRequest.build(PROMPT, {"seconds": 4})
+    bind_trust(eng, home.trust())
+    return eng, Gate(eng, home.verify_keyring(), None), GenerationRequest.build(PROMPT, {"seconds": 4})
 
 
 def _tick(i: int) -> None:
@@ -49,7 +51,7 @@ def _tick(i: int) -> None:
         _W["counts"][i] += 1
 
 
-def check_loop(i: int, url: str, token: str, now: str) -> list[tuple[int, int, bool, tuple[str, ...]]]:
+def check_loop(i: int, url: tuple[str, str], token: str, now: str) -> list[tuple[int, int, bool, tuple[str, ...]]]:
     """Gate.check the same token until told to stop: (start_ns, end_ns, allowed, reason codes)."""
     eng, gate, req = _gate(url)
     when = datetime.fromisoformat(now)
@@ -78,7 +80,7 @@ def _release(gate: Any, req: Any, token: str, when: datetime) -> tuple[bool, tup
         return False, tuple(r.code for r in e.reasons)
 
 
-def release_loop(i: int, url: str, tokens: list[str], now: str) -> list[tuple[int, int, bool, tuple[str, ...]]]:
+def release_loop(i: int, url: tuple[str, str], tokens: list[str], now: str) -> list[tuple[int, int, bool, tuple[str, ...]]]:
     """Release each of this worker's tokens in turn until told to stop."""
     eng, gate, req = _gate(url)
     when = datetime.fromisoformat(now)
@@ -98,7 +100,7 @@ def release_loop(i: int, url: str, tokens: list[str], now: str) -> list[tuple[in
     return out
 
 
-def contend(i: int, url: str, tokens: list[str], now: str) -> list[tuple[int, bool, tuple[str, ...]]]:
+def contend(i: int, url: tuple[str, str], tokens: list[str], now: str) -> list[tuple[int, bool, tuple[str, ...]]]:
     """Every worker releases the same token at the same moment, round after round."""
     eng, gate, req = _gate(url)
     when = datetime.fromisoformat(now)
@@ -179,7 +181,7 @@ def _revoke_while_running(pool: Pool, r: Any, grant_id: str, *, before: int, aft
 def test_no_check_that_starts_after_the_revocation_commits_is_allowed(registry, workers):
     g = registry.grant(max_uses=5)
     token = registry.token()
-    jobs = workers.launch(check_loop, [(registry.url, token, registry.now.isoformat())] * N_WORKERS)
+    jobs = workers.launch(check_loop, [((registry.url, str(registry.home.path)), token, registry.now.isoformat())] * N_WORKERS)
     t_begin, t_commit = _revoke_while_running(workers, registry, g.id, before=5, after=4)
     calls = [c for w in workers.results(jobs) for c in w]
 
@@ -209,7 +211,7 @@ def test_no_release_that_starts_after_the_revocation_commits_is_allowed(registry
             m = reg.mint(s, registry.token_request(), keyring, now=registry.now)
             assert m.denied is None
             tokens.append(m.token)
-    args = [(registry.url, tokens[i::N_WORKERS], registry.now.isoformat()) for i in range(N_WORKERS)]
+    args = [((registry.url, str(registry.home.path)), tokens[i::N_WORKERS], registry.now.isoformat()) for i in range(N_WORKERS)]
     jobs = workers.launch(release_loop, args)
     t_begin, t_commit = _revoke_while_running(workers, registry, g.id, before=3, after=3, limit=per_worker)
     calls = [c for w in workers.results(jobs) for c in w]
@@ -230,7 +232,7 @@ def test_one_token_is_one_use_and_uses_never_exceed_the_grant(registry, workers)
     max_uses, rounds = 4, 7
     g = registry.grant(max_uses=max_uses)
     tokens = [registry.token() for _ in range(rounds)]  # minted while the grant still had every use
-    jobs = workers.launch(contend, [(registry.url, tokens, registry.now.isoformat())] * N_WORKERS)
+    jobs = workers.launch(contend, [((registry.url, str(registry.home.path)), tokens, registry.now.isoformat())] * N_WORKERS)
     results = workers.results(jobs)
 
     wins = Counter(r for w in results for (r, ok, _) in w if ok)
