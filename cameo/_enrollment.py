@@ -72,7 +72,7 @@ def _floats(d: dict[str, Any]) -> dict[str, Any]:
 def _not_someone_else(directory: LikenessDirectory, encoders: Encoders, templates: list[TemplateInput]) -> None:
     for t in templates:
         enc = encoders.face if t.modality == "face" else encoders.voice
-        for hit in directory.search(t.modality, enc, t.vector):
+        for hit in directory.search(t.modality, enc, t.vector, use="dedup"):
             if hit.match:
                 if hit.kind == "protected":
                     raise ProtectedIdentity(f"this {t.modality} is on the registry's protected list")
@@ -132,8 +132,10 @@ def show(home: Home, handle: str) -> dict[str, Any]:
 
 
 def match(home: Home, path: Path, *, face_model: Path | None, top: int = 3) -> dict[str, Any]:
-    """Which cameo (or protected entry), if any, the faces and voice in a file belong to.
-    Only candidates over the threshold are named; for the rest only the best score is shown."""
+    """Which cameo (or protected entry), if any, the faces and voice in a file belong to, judged
+    at the screening operating point (the gate's). Only candidates that match are named (voices
+    with raw and normalised scores and the verdict at every operating point); for the rest only
+    the best score is shown."""
     from ._errors import MediaError
 
     if not path.is_file():
@@ -151,10 +153,15 @@ def match(home: Home, path: Path, *, face_model: Path | None, top: int = 3) -> d
             hits = directory.search(modality, enc, vec)
             named = [h.as_dict() for h in hits if h.match][:top]
             best = hits[0] if hits else None
-            results[key].append({"index": i, "matches": named,
-                                 "best_score": round(best.score, 4) if best else None,
-                                 "metric": best.metric if best else None,
-                                 "threshold": enc.threshold})
+            entry = {"index": i, "matches": named,
+                     "best_score": round(best.score, 4) if best else None,
+                     "metric": best.metric if best else None,
+                     "threshold": enc.threshold}
+            if best is not None and best.normalised is not None:  # calibrated (voice): both scores
+                op = enc.operating_points["screening"]
+                entry.update(best_snorm=round(best.normalised, 3),
+                             operating_point={"use": op.use, "snorm_min": op.snorm_min, "raw_min": op.raw_min})
+            results[key].append(entry)
             results["matches"] += [h["who"] for h in named if h["who"] not in results["matches"]]
     results["matched"] = bool(results["matches"])
     return results

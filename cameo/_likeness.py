@@ -125,7 +125,8 @@ def media_kind(path: Path) -> str:
 @dataclass(frozen=True)
 class Hit:
     """One candidate for a probe: who (a cameo handle or a protected-list label), the score in the
-    encoder's own terms and whether it is over the encoder's threshold."""
+    encoder's own terms and whether it passes the operating point of the search's use. Calibrated
+    encoders (voices) also give the normalised score and the verdict at every operating point."""
 
     who: str
     kind: str  # "cameo" | "protected"
@@ -134,10 +135,17 @@ class Hit:
     score: float
     metric: str  # "distance" (lower is closer) | "cosine" (higher is closer)
     match: bool
+    normalised: float | None = None  # S-norm against the encoder's cohort
+    decisions: dict[str, bool] | None = field(default=None, compare=False)
+    use: str = "screening"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"who": self.who, "kind": self.kind, "modality": self.modality, "encoder": self.encoder,
-                "score": round(self.score, 4), "metric": self.metric, "match": self.match}
+        d = {"who": self.who, "kind": self.kind, "modality": self.modality, "encoder": self.encoder,
+             "score": round(self.score, 4), "metric": self.metric, "match": self.match}
+        if self.normalised is not None:
+            d.update(raw=round(self.score, 4), snorm=round(self.normalised, 3), use=self.use,
+                     decisions=dict(self.decisions or {}))
+        return d
 
 
 @dataclass
@@ -174,24 +182,29 @@ class LikenessDirectory:
             self._indexes[key] = idx
         return idx
 
-    def search(self, modality: str, encoder: Any, vector: np.ndarray) -> list[Hit]:
+    def search(self, modality: str, encoder: Any, vector: np.ndarray, *, use: str = "screening") -> list[Hit]:
         """The nearest templates of this modality and encoder (never another encoder's), closest
-        first, each scored by the encoder itself and judged against its threshold."""
+        first, each scored by the encoder itself and judged at the operating point of ``use``
+        (``screening``: the gate and ``cameo match``; ``dedup``: enrollment's identity check).
+        Encoders with a cohort (``score``) report raw and normalised scores for every hit."""
         eid = encoder.encoder_id.id
         cos = encoder.metric == "ip"
         idx = self._index(modality, encoder)
         if len(idx) == 0:
             return []
         near = idx.search(np.asarray(vector, dtype=np.float32), k=min(self.candidates, len(idx)))
+        calibrated = hasattr(encoder, "score") and hasattr(encoder, "operating_points")
         hits = []
         for h in near:
             who, kind, mod, enc, vec = self.entries[int(h.id)]
-            if cos:
-                score = encoder.similarity(vector, vec)
-            else:
-                score = encoder.distance(vector, vec)
+            if calibrated:
+                sc = encoder.score(vec, vector)
+                hits.append(Hit(who, kind, modality, eid, sc.raw, "cosine", bool(sc.decisions[use]),
+                                sc.snorm, sc.decisions, use))
+                continue
+            score = encoder.similarity(vector, vec) if cos else encoder.distance(vector, vec)
             hits.append(Hit(who, kind, modality, eid, score, "cosine" if cos else "distance",
-                            bool(encoder.matches(vector, vec))))
+                            bool(encoder.matches(vector, vec)), use=use))
         hits.sort(key=lambda h: -h.score if cos else h.score)
         return hits
 
