@@ -46,10 +46,6 @@ class EncoderId:
     def __str__(self) -> str:
         return self.id
 
-    def compatible_with(self, other: EncoderId) -> bool:
-        """True when templates of ``self`` and ``other`` may be compared."""
-        return self == other
-
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""

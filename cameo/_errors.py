@@ -41,7 +41,11 @@ class WrongPassphrase(BadInput):
 
 
 class DuplicateHandle(BadInput):
-    pass
+    """The handle is taken (an account, or a key in the keystore, already has it)."""
+
+
+class DuplicateDocument(BadInput):
+    """A signed document (a grant) with this id is already stored: a replay or a retry."""
 
 
 class AlreadyEnrolled(BadInput):

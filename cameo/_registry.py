@@ -38,7 +38,7 @@ from consent import (
 )
 
 from . import _audit as audit
-from ._errors import DuplicateHandle, InvalidDuration, UnknownAccount, UnknownGenerator, UnknownGrant
+from ._errors import DuplicateDocument, DuplicateHandle, InvalidDuration, UnknownAccount, UnknownGenerator, UnknownGrant
 from ._home import check_handle
 from ._models import Account, Cameo, Follow, Generator, GrantRow, Meta, RegistryKey, RevocationRow
 from ._trust import IntegrityError, trust_of
@@ -256,7 +256,7 @@ def submit_grant(session: Session, data: bytes, *, now: datetime) -> Grant:
     if grant.not_after <= now:
         raise InvalidDuration("the grant would already have expired")
     if session.get(GrantRow, grant.id) is not None:
-        raise DuplicateHandle("a grant with this id exists")
+        raise DuplicateDocument("a grant with this id exists")
     cameo, consent = live_consent(session, owner)
     if consent is not None:
         aud = audience_allows(consent.audience, owner=owner.handle, grantee=grantee.handle,

@@ -50,7 +50,6 @@ __all__ = [
     "ResemblyzerVoiceEncoder",
     "SpeechReport",
     "check_speech",
-    "voiced_audio",
 ]
 
 log = logging.getLogger(__name__)
@@ -249,11 +248,6 @@ def check_speech(samples: np.ndarray, *, source: str | None = None) -> SpeechRep
         clipped_fraction=clipped,
         voiced=voiced,
     )
-
-
-def voiced_audio(samples: np.ndarray, *, source: str | None = None) -> np.ndarray:
-    """:func:`check_speech`, then the volume-normalised audio with long silences trimmed."""
-    return check_speech(samples, source=source).voiced
 
 
 _WEIGHTS_SHA: dict[str, str] = {}

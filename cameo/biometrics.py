@@ -92,7 +92,6 @@ __all__ = [
     "check_same_person",
     "check_same_speaker",
     "check_speech",
-    "check_video",
     "embed_voice_file",
     "extract_face_templates",
     "extract_from_video",
@@ -457,21 +456,6 @@ def _analyse_video(
     return _VideoAnalysis(
         clip=clip, frames=tuple(frames), speech=speech, voice_embedding=voice_emb, report=report
     )
-
-
-def check_video(
-    path: PathLike,
-    face_encoder: FaceEncoder,
-    voice_encoder: ResemblyzerVoiceEncoder,
-    progress: ProgressCallback | None = None,
-    *,
-    max_frames: int = VIDEO_FRAMES,
-) -> LivenessReport:
-    """Liveness verdict for a video without raising on a failed check (dry run / inspection).
-
-    Raises only :class:`MediaError` for a file that is not a readable video.
-    """
-    return _analyse_video(path, face_encoder, voice_encoder, progress, max_frames).report
 
 
 def extract_from_video(

@@ -30,7 +30,7 @@ from cli import app, expand_multi
 RUNNER = CliRunner()
 PASS = "secret-pass-1"
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-ENV = ("CAMEO_DATABASE_URL", "CAMEO_KEK", "CAMEO_TOKEN_KEY", "CAMEO_FACE_MODEL", "CAMEO_DEBUG")
+ENV = ("CAMEO_DATABASE_URL", "CAMEO_KEK", "CAMEO_FACE_MODEL", "CAMEO_DEBUG")
 
 pytestmark = pytest.mark.data
 

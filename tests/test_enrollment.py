@@ -66,7 +66,7 @@ from cameo._home import Home
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 PASS = "secret-pass-1"
-ENV = ("CAMEO_HOME", "CAMEO_DATABASE_URL", "CAMEO_KEK", "CAMEO_TOKEN_KEY", "CAMEO_FACE_MODEL", "CAMEO_DEBUG")
+ENV = ("CAMEO_HOME", "CAMEO_DATABASE_URL", "CAMEO_KEK", "CAMEO_FACE_MODEL", "CAMEO_DEBUG")
 
 # who is enrolled in the shared registry, from which samples (the rest of each identity is held out)
 ENROLLED: dict[str, dict[str, list[str]]] = {

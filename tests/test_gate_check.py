@@ -17,6 +17,7 @@ from conftest import GENERATOR, Registry
 from cameo import _registry as reg
 from cameo._errors import (
     Denied,
+    DuplicateDocument,
     DuplicateHandle,
     InvalidDuration,
     MintDenied,
@@ -449,7 +450,7 @@ def _grant_replayed(r: Registry) -> tuple[bytes, type]:
     g = r.make_grant()
     with r.session() as s:
         reg.submit_grant(s, g.to_bytes(), now=r.now)
-    return g.to_bytes(), DuplicateHandle
+    return g.to_bytes(), DuplicateDocument
 
 
 def _grant_outside_audience(r: Registry) -> tuple[bytes, type]:
@@ -461,7 +462,7 @@ def _grant_outside_audience(r: Registry) -> tuple[bytes, type]:
     (_grant_by_another_key, KeyMismatch), (_grant_naming_another_owner_key, KeyMismatch),
     (_grant_naming_another_grantee_key, KeyMismatch), (_grant_signed_by_the_grantee, KeyMismatch),
     (_grant_for_unknown_generator, UnknownGenerator), (_grant_to_unknown_grantee, UnknownAccount),
-    (_grant_already_expired, InvalidDuration), (_grant_tampered, ConsentError), (_grant_replayed, DuplicateHandle),
+    (_grant_already_expired, InvalidDuration), (_grant_tampered, ConsentError), (_grant_replayed, DuplicateDocument),
     (_grant_outside_audience, Denied),
 ], ids=lambda f: getattr(f, "__name__", "")[7:] or None)
 def test_submit_grant_refuses_and_changes_nothing(registry, build, error):
