@@ -442,12 +442,16 @@ def _analyse_video(
             speech = None  # assess_video reports why
         if speech is not None:
             voice_emb, partials = voice_encoder.embed_with_partials(speech.voiced, source=src, checked=True)
+    from cameo._avsync import mouth_track  # every frame of the first seconds: is the voice this mouth's?
+
+    mouth = mouth_track(path) if speech is not None else None
     report = assess_video(
         frames,
         clip.audio,
         face_metric=face_encoder.metric,
         distance=face_encoder.distance,
         voice_partials=partials,
+        mouth_track=mouth,
         source=src,
     )
     if progress is not None:

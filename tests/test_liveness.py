@@ -18,7 +18,11 @@ Per-video metrics measured on the DEV videos (16 frames, dlib; see cameo/_livene
 | extra/photo_pan | 0.012 | 0.008 | 0.039 | 0.08 | 0.14 | 0.80 | no_3d_motion |
 | extra/splice | 0.102 | 0.089 | 0.58 | 0.70 | 0.85 | 0.64 | identity_changes, voice_changes |
 | extra/no_audio | 0.084 | 0.080 | 0.49 | 0.23 | 0.46 | - | no_audio |
-| extra/voice_swap | 0.051 | 0.068 | 0.18 | 0.20 | 0.35 | 0.84 | pass (not detectable here) |
+| extra/voice_swap | 0.051 | 0.068 | 0.18 | 0.20 | 0.35 | 0.84 | voice_not_in_sync |
+
+Audio-visual synchrony (``av_sync_z``, every frame of the first 10 s, cameo/_avsync.py): real
+speaking clips 0.95-3.97 (real_vr_face2 0.95, real_talking_head 1.07, real_katie_hill 1.20,
+real_bob_menendez 1.25, real_hdtf_rd_radio2 3.97); voice_swap -1.15; threshold 0.0.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import pytest
 
 from cameo._errors import LivenessFailed, Reason
 from cameo._face import FaceObservation, FaceQuality
+from cameo._avsync import MouthTrack, sync_score
 from cameo._liveness import (
     NONPLANAR_MIN,
+    SYNC_Z_MIN,
     FrameFaces,
     LivenessReport,
     assess_video,
@@ -63,6 +69,7 @@ REFUSE = {
     "extra/splice.mp4": "identity_changes",
     "extra/no_audio.mp4": "no_audio",
     "extra/real_headmove_silent_lp_d9.mp4": "no_speech",
+    "extra/voice_swap.mp4": "voice_not_in_sync",
 }
 
 
@@ -80,7 +87,7 @@ def outcomes(
 ) -> dict[str, VideoEnrollment | LivenessFailed]:
     face, voice = encoders
     out: dict[str, VideoEnrollment | LivenessFailed] = {}
-    for name in [*ACCEPT, *REFUSE, "extra/voice_swap.mp4"]:
+    for name in [*ACCEPT, *REFUSE]:
         path = data_dir / "videos" / name
         if not path.is_file():
             continue
@@ -146,17 +153,74 @@ def test_same_person_from_two_videos_matches(
 
 
 @pytest.mark.data
-def test_voice_swap_passes_liveness_but_not_a_voice_comparison(
-    outcomes: dict, encoders: tuple[DlibFaceEncoder, ResemblyzerVoiceEncoder]
-) -> None:
-    """Known limit: a dubbed video passes liveness (no offline face-voice model); its voice does
-    not match the face owner's own voice, so an enrolled voice catches it (0.63 vs 0.84)."""
-    _, voice = encoders
-    swap, owner = outcomes.get("extra/voice_swap.mp4"), outcomes.get("extra/real_bob_menendez.mp4")
-    if not isinstance(swap, VideoEnrollment) or not isinstance(owner, VideoEnrollment):
-        pytest.skip("videos missing or refused")
-    assert voice.similarity(swap.voice.template, owner.voice.template) < VOICE_MATCH_THRESHOLD
-    assert DlibFaceEncoder.distance(swap.face.template, owner.face.template) < DLIB_MATCH_THRESHOLD
+def test_voice_swap_is_refused_for_synchrony_alone(outcomes: dict) -> None:
+    """The dubbed video passes every other check: only the audio-visual synchrony refuses it,
+    with a margin (real clips >= 0.95, the dub -1.15, threshold 0.0)."""
+    res = outcomes.get("extra/voice_swap.mp4")
+    if res is None:
+        pytest.skip("videos/extra/voice_swap.mp4 not in the data set")
+    assert isinstance(res, LivenessFailed)
+    report: LivenessReport = res.report  # type: ignore[attr-defined]
+    assert report.codes == ("voice_not_in_sync",)
+    assert report.metrics["av_sync_z"] < SYNC_Z_MIN - 0.5
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", ACCEPT)
+def test_real_clips_are_in_sync_with_a_margin(outcomes: dict, name: str) -> None:
+    res = outcomes.get(name)
+    if not isinstance(res, VideoEnrollment):
+        pytest.skip(f"{name} not in the data set")
+    assert res.liveness.metrics["av_sync_z"] >= SYNC_Z_MIN + 0.5
+
+
+# -- synthetic: synchrony ---------------------------------------------------------------------
+def _talking(seed: int, seconds: float = 8.0, fps: float = 25.0) -> tuple[MouthTrack, np.ndarray]:
+    """A mouth that opens with a random syllable rhythm and a voice whose loudness follows it."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fps)
+    drive = np.convolve(rng.random(n) > 0.75, np.hanning(7), mode="same")  # syllables ~4 a second
+    t = np.arange(n) / fps
+    mouth = 0.05 + 0.1 * drive + rng.normal(0, 0.005, n)
+    sr = 16000
+    env = np.interp(np.arange(int(seconds * sr)) / sr, t, drive)
+    audio = (0.02 + 0.3 * env) * np.sin(2 * np.pi * 700 * np.arange(env.size) / sr)
+    return MouthTrack(t, mouth, fps), audio.astype(np.float32)
+
+
+def test_sync_scores_a_matching_mouth_high_and_a_dub_low() -> None:
+    track, audio = _talking(1)
+    _, other = _talking(2)
+    own, dub = sync_score(track, audio), sync_score(track, other)
+    assert own is not None and dub is not None
+    assert own.z > 3.0 and abs(own.lag_s) < 0.05
+    assert dub.z < own.z - 2.0
+
+
+def test_sync_finds_a_lag_within_the_window() -> None:
+    track, audio = _talking(3)
+    late = np.concatenate([np.zeros(3200, dtype=np.float32), audio[:-3200]])  # sound 0.2 s late
+    rep = sync_score(track, late)
+    assert rep is not None and rep.z > 3.0 and rep.lag_s == pytest.approx(-0.2, abs=0.05)
+
+
+def test_sync_gives_no_verdict_without_a_face_or_time() -> None:
+    track, audio = _talking(4)
+    gone = MouthTrack(track.times, np.where(np.arange(track.times.size) % 3 == 0, track.opening, np.nan), track.fps)
+    assert sync_score(gone, audio) is None  # a face on a third of the frames
+    short = MouthTrack(track.times[:50], track.opening[:50], track.fps)
+    assert sync_score(short, audio) is None  # 2 s
+
+
+def test_assess_video_refuses_an_unsynchronised_voice_only_with_speech() -> None:
+    track, _ = _talking(5)
+    _, other = _talking(6)
+    frames = _frames([_base_shape() for _ in range(8)])
+    rep = assess_video(frames, other, mouth_track=track)
+    if "av_sync_z" in rep.metrics and rep.metrics["av_sync_z"] < SYNC_Z_MIN:
+        assert "voice_not_in_sync" in rep.codes
+    silent = assess_video(frames, None, mouth_track=track)
+    assert "voice_not_in_sync" not in silent.codes and "av_sync_z" not in silent.metrics
 
 
 # -- synthetic: the metrics' invariances --------------------------------------------------------
