@@ -13,7 +13,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional, Self
 
 import typer
 from typer.core import TyperGroup
@@ -23,14 +23,40 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
 
 
+#: Options of the root that may also come after the subcommand (``cameo init --home DIR``).
+ROOT_OPTIONS = ("--home", "--db")
+
+
+def hoist_root_options(argv: list[str]) -> list[str]:
+    """Move ``--home DIR`` / ``--db URL`` (or ``--home=DIR``) found anywhere before ``--`` in front
+    of the subcommand, where the root callback reads them; a later one wins, as click does."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            rest += argv[i:]
+            break
+        if word.split("=", 1)[0] in ROOT_OPTIONS:
+            n = 1 if "=" in word else 2
+            front += argv[i:i + n]
+            i += n
+            continue
+        rest.append(word)
+        i += 1
+    return front + rest
+
+
 class _CameoGroup(TyperGroup):
-    """With ``--json`` among the arguments, usage errors (missing or unknown option, bad value,
+    """``--home`` and ``--db`` are accepted after the subcommand too (:func:`hoist_root_options`).
+    With ``--json`` among the arguments, usage errors (missing or unknown option, bad value,
     unknown command) print one JSON object too, ``{"ok": false, "error": ..., "exit_code": 2}``,
     instead of click's usage text; without it, click's own handling (messages, ``--help``)."""
 
     def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = hoist_root_options(list(sys.argv[1:] if args is None else args))
         if not standalone_mode or not _wants_json(argv):
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -44,7 +70,8 @@ class _CameoGroup(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)  # typer.Exit(code) comes back as its code
 
 
-app = typer.Typer(help="cameo: consent-gated likeness registry.", no_args_is_help=True, cls=_CameoGroup,
+app = typer.Typer(help="cameo: consent-gated likeness registry. --home and --db may also follow the command "
+                       "(cameo init --home DIR).", no_args_is_help=True, cls=_CameoGroup,
                   pretty_exceptions_show_locals=False, add_completion=False)
 account_app = typer.Typer(help="Accounts and their keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -70,8 +97,23 @@ class _State:
 STATE = _State()
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"cameo {version('cameo')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("cameo (not installed)")
+        raise typer.Exit(0)
+
+
+VersionOpt = Annotated[Optional[bool], typer.Option(
+    "--version", callback=_version, is_eager=True, help="Print the installed version and exit.")]
+
+
 @app.callback()
-def _main(home: HomeOpt = None, db: DbOpt = None) -> None:
+def _main(home: HomeOpt = None, db: DbOpt = None, version: VersionOpt = None) -> None:
     STATE.home, STATE.db = home, db
 
 
@@ -149,6 +191,61 @@ def _csv(value: str, allowed: tuple[str, ...], what: str, as_json: bool) -> tupl
     return items
 
 
+def _when(ts: str | None) -> str:
+    """``2026-12-01T23:48:11.257617Z`` -> ``2026-12-01 23:48:11Z`` (UTC, to the second)."""
+    if not ts:
+        return "-"
+    return ts[:19].replace("T", " ") + "Z" if len(ts) >= 19 and ts[10] == "T" else ts
+
+
+def _short(value: str | None, n: int = 12) -> str:
+    """An id or digest cut for a table (``sha256:c0310bfa4957``, ``tok_7e4e370a41c0``); --json has them whole."""
+    if not value:
+        return ""
+    prefix, sep, rest = value.rpartition(":") if value.startswith("sha256:") else ("", "", value)
+    if sep:
+        return f"{prefix}:{rest[:n]}"
+    head, us, tail = value.partition("_")
+    return f"{head}_{tail[:n]}" if us and len(tail) > n else value
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    """Plain columns, two spaces apart, headers in capitals: readable, and greppable by scripts."""
+    cells = [[h.upper() for h in headers], *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for r in cells:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _pairs(pairs: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in pairs)
+    for k, v in pairs:
+        typer.echo(f"  {k.ljust(width)}  {v}")
+
+
+def _quality(q: Any) -> str:
+    """Quality scores in one cell: scalars as they are, per-sample lists as their minimum."""
+    if not isinstance(q, dict):
+        return "-"
+    parts = []
+    for k, v in q.items():
+        name = k.replace("_", " ")
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            parts.append(f"{name} {v:g}")
+        elif isinstance(v, str):
+            parts.append(f"{name} {v}")
+        elif isinstance(v, list):
+            nums: dict[str, list[float]] = {}
+            for item in v:
+                for kk, vv in (item.items() if isinstance(item, dict) else ()):
+                    if isinstance(vv, (int, float)) and not isinstance(vv, bool):
+                        nums.setdefault(kk, []).append(float(vv))
+            parts += [f"min {kk.replace('_', ' ')} {min(vs):g}" for kk, vs in nums.items()]
+    return "; ".join(parts) or "-"
+
+
 # -- registry ------------------------------------------------------------------------------------------
 @app.command()
 def init(as_json: JsonOpt = False) -> None:
@@ -183,7 +280,8 @@ def grant(
     owner: Annotated[str, typer.Argument(help="The cameo owner granting use of their likeness.")],
     to: Annotated[str, typer.Option("--to", help="Grantee handle.")],
     generator: Annotated[list[str], typer.Option("--generator", help="Generator id (repeatable or comma-separated).")],
-    modality: Annotated[str, typer.Option("--modality", help="face, voice or face,voice.")] = "face,voice",
+    modality: Annotated[Optional[str], typer.Option(
+        "--modality", help="face, voice or face,voice (default: what OWNER's cameo has; face,voice before enrollment).")] = None,
     purpose: Annotated[str, typer.Option("--purpose", help="generate, remix or generate,remix.")] = "generate",
     uses: Annotated[int, typer.Option("--uses", help="Maximum number of uses.")] = 1,
     expires: Annotated[str, typer.Option("--expires", help="Lifetime: 90s, 15m, 12h, 7d, 2w.")] = "7d",
@@ -193,13 +291,14 @@ def grant(
     from cameo._app import grant as do
     from consent import MODALITIES, PURPOSES
 
-    mods = _csv(modality, MODALITIES, "--modality", as_json)
+    mods = _csv(modality, MODALITIES, "--modality", as_json) if modality is not None else None
     purps = _csv(purpose, PURPOSES, "--purpose", as_json)
     gens = tuple(g.strip() for x in generator for g in x.split(",") if g.strip())
     pw = _passphrase(owner, as_json)
     _run(lambda: do(_home(), owner, to, passphrase=pw, modalities=mods, purposes=purps, generators=gens, uses=uses,
                     expires=expires, now=_now()), as_json,
-         _echo("grant {grant_id}: {owner} -> {grantee}, {max_uses} use(s) until {not_after}"))
+         lambda r: typer.echo(f"grant {r['grant_id']}: {r['owner']} -> {r['grantee']}, {','.join(r['modalities'])} on "
+                              f"{','.join(r['generators'])}, {r['max_uses']} use(s) until {_when(r['not_after'])}"))
 
 
 @app.command()
@@ -208,11 +307,15 @@ def grants(owner: str, as_json: JsonOpt = False) -> None:
     from cameo._app import grants as do
 
     def show(r: dict[str, Any]) -> None:
-        for g in r["grants"]:
-            state = f"revoked {g['revoked_at']}" if g["revoked_at"] else f"{g['uses']}/{g['max_uses']} used"
-            typer.echo(f"{g['id']}  -> {g['grantee']}  {','.join(g['generators'])}  until {g['not_after']}  {state}")
+        rows = [[g["id"], g["grantee"], ",".join(g["modalities"]) or "?", ",".join(g["generators"]),
+                 f"{g['uses_left']} of {g['max_uses']}", _when(g["not_after"]),
+                 g["state"] + (f" {_when(g['revoked_at'])}" if g["revoked_at"] else "")] for g in r["grants"]]
+        if not rows:
+            typer.echo(f"{r['owner']} has granted nothing")
+            return
+        _table(["grant", "grantee", "modalities", "generators", "uses left", "expires", "state"], rows)
 
-    _run(lambda: do(_home(), owner), as_json, show)
+    _run(lambda: do(_home(), owner, now=_now()), as_json, show)
 
 
 @app.command()
@@ -337,10 +440,16 @@ def usage(handle: str, as_json: JsonOpt = False) -> None:
     from cameo._app import usage as do
 
     def show(r: dict[str, Any]) -> None:
+        rows = []
         for e in r["entries"]:
             d = e["detail"]
-            why = "; ".join(x["code"] for x in d.get("reasons", []))
-            typer.echo(f"{e['seq']:>6} {e['ts']}  {e['event']:<28} {d.get('token_id') or d.get('token') or d.get('grant') or ''} {why}")
+            what = "; ".join(x["code"] for x in d.get("reasons", []) if isinstance(x, dict))
+            if e.get("outputs"):
+                what = " ".join(f"output {_short(o)}" for o in e["outputs"]) + (f"; {what}" if what else "")
+            rows.append([str(e["seq"]), _when(e["ts"]), e["event"], e.get("grantee") or "-",
+                         e.get("generator") or "-", _short(e.get("token_id")) or "-", what])
+        if rows:
+            _table(["seq", "time", "event", "grantee", "generator", "token", "detail"], rows)
         typer.echo(f"{r['count']} entries, {r['denied']} denied")
 
     _run(lambda: do(_home(), handle), as_json, show)
@@ -362,22 +471,60 @@ def audit_verify(as_json: JsonOpt = False) -> None:
         raise typer.Exit(3)
 
 
-# -- enrollment --------------------------------------------------------------------------------------
-def _progress(enabled: bool) -> Any:
-    """A rich progress bar on stderr for long steps (decoding video, embedding frames)."""
-    if not enabled or not sys.stderr.isatty():
-        return None, None
-    from rich.progress import Progress
+# -- progress ----------------------------------------------------------------------------------------
+#: What enrollment's per-sample callbacks count, for the one-line-per-stage form.
+_UNITS = {"embedding faces": "photo", "embedding voice clips": "clip", "analysing video": "frame"}
 
-    bar = Progress(transient=True, console=__import__("rich.console").console.Console(stderr=True))
-    tasks: dict[str, Any] = {}
 
-    def cb(label: str, i: int, n: int) -> None:
-        if label not in tasks:
-            tasks[label] = bar.add_task(label, total=n)
-        bar.update(tasks[label], completed=i, total=n)
+class _Progress:
+    """Progress of a slow command, on stderr only (stdout carries the result, and is one JSON
+    object under --json). On a terminal a rich progress bar; otherwise one plain line per stage,
+    e.g. ``enroll: embedding faces (2 photos)``. Library calls get :meth:`stage` (a stage begins)
+    or :meth:`step` (enrollment's ``label, i, n`` per sample)."""
 
-    return bar, cb
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.bar: Any = None
+        self.tasks: dict[str, Any] = {}
+        self.current: Any = None
+
+    def __enter__(self) -> Self:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+            self.bar = Progress(SpinnerColumn(), TextColumn(f"{self.command}: {{task.description}}"), BarColumn(),
+                                MofNCompleteColumn(), console=Console(stderr=True), transient=True)
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def _line(self, text: str) -> None:
+        typer.echo(f"{self.command}: {text}", err=True)
+
+    def stage(self, label: str) -> None:
+        if self.bar is None:
+            self._line(label)
+            return
+        if self.current is not None:
+            self.bar.update(self.current, total=1, completed=1)
+        self.current = self.bar.add_task(label, total=None)
+
+    def step(self, label: str, i: int, n: int) -> None:
+        if label not in self.tasks:
+            if self.bar is None:
+                unit = _UNITS.get(label, "step")
+                self._line(f"{label} ({n} {unit}{'s' if n != 1 else ''})")
+                self.tasks[label] = None
+            else:
+                if self.current is not None:
+                    self.bar.update(self.current, total=1, completed=1)
+                self.tasks[label] = self.current = self.bar.add_task(label, total=n)
+        if self.bar is not None:
+            self.bar.update(self.tasks[label], completed=i, total=n)
 
 
 FaceModelOpt = Annotated[Optional[Path], typer.Option("--face-model", help="insightface model pack directory (e.g. buffalo_l); default dlib.")]
@@ -403,27 +550,16 @@ def enroll(
 
     purps = _csv(purpose, PURPOSES, "--purpose", as_json)
     pw = _passphrase(handle, as_json)
-    bar, cb = _progress(not as_json)
-    faces, voices = _extra_paths(face), _extra_paths(voice)
 
     def call() -> dict[str, Any]:
-        if bar is None:
-            return do(_home(), handle, passphrase=pw, faces=faces, voices=voices, video=video, audience=audience,
-                      restrictions=list(restriction or []), purposes=purps, adult=adult, expires=expires,
-                      face_model=face_model, progress=None, now=_now())
-        with bar:
-            return do(_home(), handle, passphrase=pw, faces=faces, voices=voices, video=video, audience=audience,
-                      restrictions=list(restriction or []), purposes=purps, adult=adult, expires=expires,
-                      face_model=face_model, progress=cb, now=_now())
+        with _Progress("enroll") as progress:
+            return do(_home(), handle, passphrase=pw, faces=list(face or []), voices=list(voice or []), video=video,
+                      audience=audience, restrictions=list(restriction or []), purposes=purps, adult=adult,
+                      expires=expires, face_model=face_model, progress=progress.step, now=_now())
 
     _run(call, as_json, lambda r: typer.echo(
         f"enrolled {r['handle']}: " + ", ".join(f"{t['modality']} ({t['samples']} sample(s), {t['encoder']})"
                                                for t in r["templates"]) + f"; consent {r['consent_id']}"))
-
-
-def _extra_paths(values: Optional[list[Path]]) -> list[Path]:
-    """`--face a.jpg b.jpg c.jpg`: typer takes one value per option, the rest arrive as extra args."""
-    return list(values or [])
 
 
 @app.command()
@@ -433,11 +569,15 @@ def show(handle: str, as_json: JsonOpt = False) -> None:
 
     def pretty(r: dict[str, Any]) -> None:
         c = r["consent"]
-        typer.echo(f"{r['handle']} ({r['status']}), cameo {r['cameo_id']}, enrolled {r['created']}")
-        typer.echo(f"  consent {c['id']}: audience {c['audience']}, purposes {','.join(c['purposes'])}, "
-                   f"restrictions: {'; '.join(c['restrictions']) or 'none'}, expires {c['expires'] or 'never'}")
-        for t in r["templates"]:
-            typer.echo(f"  {t['modality']}: {t['encoder']}, {t['samples']} sample(s), quality {json.dumps(t['quality'])}")
+        typer.echo(f"{r['handle']} ({r['status']}), cameo {r['cameo_id']}")
+        _pairs([("enrolled", _when(r["created"])), ("last used", _when(r["last_used"]) if r["last_used"] else "never"),
+                ("consent", f"{c['id']} ({_short(c['digest'])})"), ("audience", c["audience"]),
+                ("purposes", ", ".join(c["purposes"])), ("modalities", ", ".join(c.get("modalities", []))),
+                ("restrictions", "; ".join(c["restrictions"]) or "none"),
+                ("adult", "attested" if c.get("adult_attested") else "not attested"),
+                ("expires", _when(c["expires"]) if c["expires"] else "never (until withdrawn)")])
+        _table(["modality", "encoder", "samples", "quality"],
+               [[x["modality"], x["encoder"], str(x["samples"]), _quality(x["quality"])] for x in r["templates"]])
 
     _run(lambda: do(_home(), handle), as_json, pretty)
 
@@ -455,7 +595,11 @@ def match(path: Path, face_model: FaceModelOpt = None, as_json: JsonOpt = False)
         if not r["faces"] and not r["voices"]:
             typer.echo("no face or voice found")
 
-    _run(lambda: do(_home(), path, face_model=face_model), as_json, pretty)
+    def call() -> dict[str, Any]:
+        with _Progress("match") as progress:
+            return do(_home(), path, face_model=face_model, progress=progress.stage)
+
+    _run(call, as_json, pretty)
 
 
 @app.command()
@@ -479,8 +623,12 @@ def protect(
     """Add a face and/or voice to the protected list: nobody may enroll or use it."""
     from cameo._enrollment import protect as do
 
-    _run(lambda: do(_home(), label, faces=_extra_paths(face), voices=_extra_paths(voice), face_model=face_model,
-                    now=_now()), as_json, _echo("protected {label}"))
+    def call() -> dict[str, Any]:
+        with _Progress("protect") as progress:
+            return do(_home(), label, faces=list(face or []), voices=list(voice or []), face_model=face_model,
+                      now=_now(), progress=progress.stage)
+
+    _run(call, as_json, _echo("protected {label}"))
 
 
 @retention_app.command("run")
@@ -513,9 +661,12 @@ def generate(
     from conditioning._generate import generate as do
 
     tokens = _tokens(token_, token_file, as_json)
-    _run(lambda: do(_home(), _request(request), tokens, generator=generator, out_dir=out, now=_now(),
-                    face_model=face_model), as_json,
-         lambda r: typer.echo("\n".join(o["file"] for o in r["outputs"])))
+    def call() -> dict[str, Any]:
+        with _Progress("generate") as progress:
+            return do(_home(), _request(request), tokens, generator=generator, out_dir=out, now=_now(),
+                      face_model=face_model, progress=progress.stage)
+
+    _run(call, as_json, lambda r: typer.echo("\n".join(o["file"] for o in r["outputs"])))
 
 
 @provenance_app.command("verify")
@@ -528,8 +679,20 @@ def provenance_verify(path: Path, as_json: JsonOpt = False) -> None:
 
     def pretty(r: dict[str, Any]) -> None:
         c = r["claim"]
-        typer.echo(f"{r['file']}: {r['state']} ({r['binding']}), made by {r['generator']} ({r['digital_source_type']})")
-        typer.echo(f"  cameos {', '.join(c.get('cameo_ids', [])) or 'none'}; tokens {', '.join(c.get('token_ids', []))}")
+
+        def ids(key: str) -> str:
+            return ", ".join(str(x) for x in c.get(key, [])) or "none"
+
+        typer.echo(f"{r['file']}: {r['state']}")
+        _pairs([("trusted", "yes" if r["trusted"] else "no"), ("binding", str(r["binding"])),
+                ("generator", str(r["generator"] or c.get("generator_id") or "?")),
+                ("source type", str(r["digital_source_type"] or "?").rsplit("/", 1)[-1]),
+                ("actions", ", ".join(r.get("actions") or []) or "none"), ("signer", str(r.get("signer") or "?")),
+                ("cameos", ids("cameo_ids")), ("consents", ", ".join(_short(x) for x in c.get("consent_digests", []))
+                                                          or "none"),
+                ("grants", ids("grant_ids")), ("tokens", ids("token_ids")),
+                ("restrictions", "; ".join(c.get("restrictions", [])) or "none"),
+                ("request", _short(c.get("request_digest")) or "?")])
 
     _run(lambda: do(_home(), path), as_json, pretty)
 
@@ -560,13 +723,15 @@ def generator_list(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def demo(
-    workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Where to put the demo registry (default: a temp dir).")] = None,
+    workdir: Annotated[Optional[Path], typer.Option(
+        "--workdir", help="Where to put the demo registry (default: a temp dir). A folder that already exists is kept.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the demo's registry and files afterwards.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the whole flow end to end, offline, in a throw-away registry."""
+    """Run the whole flow end to end, offline, in a throw-away registry (removed afterwards unless --keep)."""
     from conditioning._demo import run_demo
 
-    r = _run(lambda: run_demo(workdir, say=(lambda s: None) if as_json else typer.echo), as_json)
+    r = _run(lambda: run_demo(workdir, keep=keep, say=(lambda s: None) if as_json else typer.echo), as_json)
     if not r["ok"]:
         raise typer.Exit(1)
 

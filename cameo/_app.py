@@ -123,9 +123,25 @@ def follow(home: Home, follower: str, followee: str, *, passphrase: str, now: da
     return {"follower": follower, "followee": followee, "digest": doc.digest}
 
 
-def grant(home: Home, owner: str, grantee: str, *, passphrase: str, modalities: tuple[str, ...],
+#: A grant's modalities when --modality is not given and the owner has no cameo yet.
+DEFAULT_GRANT_MODALITIES = ("face", "voice")
+
+
+def _enrolled_modalities(s: Any, owner: Account) -> tuple[str, ...] | None:
+    """The modalities of the owner's active cameo (from the signed consent record), or None."""
+    from consent import MODALITIES
+
+    cameo, record = reg.live_consent(s, owner)
+    if cameo is None or record is None or cameo.status != "active":
+        return None
+    return tuple(m for m in MODALITIES if m in record.modalities)
+
+
+def grant(home: Home, owner: str, grantee: str, *, passphrase: str, modalities: tuple[str, ...] | None = None,
           purposes: tuple[str, ...], generators: tuple[str, ...], uses: int, expires: str,
           now: datetime) -> dict[str, Any]:
+    """OWNER signs a grant. Without ``modalities`` it covers what the owner's cameo has (face,voice
+    before enrollment); a modality the cameo lacks is bad input: such a grant could never be used."""
     from consent import MalformedDocument
 
     if not 1 <= uses <= 1_000_000:
@@ -134,6 +150,13 @@ def grant(home: Home, owner: str, grantee: str, *, passphrase: str, modalities: 
     eng = engine_for(home)
     with transaction(eng) as s:
         o, g = reg.get_account(s, owner), reg.get_account(s, grantee)
+        enrolled = _enrolled_modalities(s, o)
+        if modalities is None:
+            modalities = enrolled or DEFAULT_GRANT_MODALITIES
+        elif enrolled is not None and (missing := [m for m in modalities if m not in enrolled]):
+            raise BadInput(f"{owner}'s cameo has no {' or '.join(missing)} template (it has {', '.join(enrolled)}): "
+                           f"a grant for {', '.join(missing)} could never be used; give --modality "
+                           f"{','.join(enrolled)} or leave --modality out")
         key = home.load_key(owner, passphrase)
         try:
             doc = Grant.create(key, id=new_id("grant"), owner=owner, owner_key=o.key_id, grantee=grantee,
@@ -147,9 +170,47 @@ def grant(home: Home, owner: str, grantee: str, *, passphrase: str, modalities: 
             "not_after": fmt_time(doc.not_after), "digest": doc.digest}
 
 
-def grants(home: Home, owner: str) -> dict[str, Any]:
+def grants(home: Home, owner: str, *, now: datetime | None = None) -> dict[str, Any]:
+    """OWNER's grants with their terms read from the owner-signed documents (modalities, purposes,
+    generators, use limit, expiry) and their state: active, revoked, expired, used up, or tampered
+    (a row or envelope that does not verify)."""
+    from consent import ConsentError
+
+    from ._models import GrantRow
+
     with transaction(engine_for(home)) as s:
-        return {"owner": owner, "grants": reg.grants_of(s, reg.get_account(s, owner))}
+        o = reg.get_account(s, owner)
+        out = reg.grants_of(s, o)
+        try:
+            owner_key = reg.account_key(s, o)
+        except Exception:  # noqa: BLE001 - an unbound owner key: every grant shows as tampered
+            owner_key = None
+        for g in out:
+            row = s.get(GrantRow, g["id"])
+            doc = None
+            if owner_key is not None and row is not None:
+                try:
+                    doc = Grant.from_bytes(row.envelope, owner_key)
+                except (ConsentError, ValueError):
+                    doc = None
+            ok = doc is not None and doc.id == g["id"] and row is not None and reg.grant_row_ok(s, row)
+            if doc is not None:
+                g.update(modalities=list(doc.modalities), purposes=list(doc.purposes),
+                         generators=list(doc.generators), max_uses=doc.max_uses, not_after=fmt_time(doc.not_after))
+            else:
+                g.update(modalities=[], purposes=[])
+            g["uses_left"] = max(0, g["max_uses"] - g["uses"])
+            if not ok:
+                g["state"] = "tampered"
+            elif g["revoked_at"]:
+                g["state"] = "revoked"
+            elif now is not None and doc is not None and doc.not_after <= now:
+                g["state"] = "expired"
+            elif g["uses_left"] == 0:
+                g["state"] = "used up"
+            else:
+                g["state"] = "active"
+        return {"owner": owner, "grants": out}
 
 
 def revoke(home: Home, owner: str, *, passphrase: str, grant_id: str | None, everything: bool,
@@ -198,11 +259,45 @@ def token(home: Home, owner: str, grantee: str, *, passphrase: str, generator: s
 
 
 def usage(home: Home, handle: str) -> dict[str, Any]:
+    """Every audit entry about HANDLE, oldest first. Each entry keeps its raw fields and gains
+    readable ones: ``actor_handle``, and where they apply ``grantee`` (a handle), ``generator``,
+    ``grant_id``, ``token_id`` and ``outputs`` (digests of what a use produced)."""
+    from ._models import GrantRow, TokenUse
+
     with transaction(engine_for(home)) as s:
         acc = reg.get_account(s, handle)
         entries = audit.entries_for(s, acc.id)
+        handles = dict(s.execute(select(Account.id, Account.handle)).all())
+        grantee_of = {gid: handles.get(aid, aid) for gid, aid in s.execute(
+            select(GrantRow.id, GrantRow.grantee_id).where(GrantRow.owner_id == acc.id)).all()}
+        grant_of_token = dict(s.execute(select(TokenUse.jti, TokenUse.grant_id)
+                                        .join(GrantRow, GrantRow.id == TokenUse.grant_id)
+                                        .where(GrantRow.owner_id == acc.id)).all())
+    outputs_of: dict[str, list[str]] = {}  # token id -> digests of the outputs of its use
+    for e in entries:
+        d = e["detail"]
+        tok, gid = _token_id(d), d.get("grant") or d.get("grant_id")
+        if tok and isinstance(gid, str):
+            grant_of_token.setdefault(tok, gid)
+        if tok and isinstance(d.get("outputs"), list):
+            outputs_of.setdefault(tok, []).extend(x for x in d["outputs"] if isinstance(x, str))
+    for e in entries:
+        d = e["detail"]
+        tok = _token_id(d)
+        gid = d.get("grant_id") or d.get("grant") or (grant_of_token.get(tok) if tok else None)
+        grantee = d.get("grantee") if isinstance(d.get("grantee"), str) else None
+        e["actor_handle"] = handles.get(e["actor"]) if e["actor"] else None
+        e["grantee"] = handles.get(grantee, grantee) if grantee else (grantee_of.get(gid) if gid else None)
+        e["generator"] = d.get("generator")
+        e["grant_id"], e["token_id"] = gid, tok
+        e["outputs"] = outputs_of.get(tok, []) if tok and ("release" in e["event"] or "outputs" in d) else []
     denied = sum(1 for e in entries if e["event"].endswith((":denied", ":withheld")))
     return {"handle": handle, "entries": entries, "count": len(entries), "denied": denied}
+
+
+def _token_id(detail: dict[str, Any]) -> str | None:
+    tok = detail.get("token_id") or detail.get("token")
+    return tok if isinstance(tok, str) and tok.startswith("tok_") else None
 
 
 def audit_verify(home: Home) -> audit.ChainReport:

@@ -104,14 +104,24 @@ def cameo_of(session: Session, handle: str) -> tuple[Account, Cameo]:
 
 
 def describe(session: Session, handle: str) -> dict[str, Any]:
-    """What an owner may see of their cameo: encoders, counts, quality, consent terms. Never embeddings."""
+    """What an owner may see of their cameo: encoders, counts, quality, consent terms. Never embeddings.
+
+    ``last_used`` is the newest use of any of the owner's grants since this cameo was enrolled (the
+    gate records each in token_uses, which retention reads too), or None if it was never used."""
+    from sqlalchemy import func
+
+    from ._models import GrantRow, TokenUse
+
     acc, cameo = cameo_of(session, handle)
     _, record = live_consent(session, acc)
     assert record is not None
     rows = session.execute(select(Template).where(Template.cameo_id == cameo.id)).scalars()
+    last_used = session.execute(select(func.max(TokenUse.used_at)).join(GrantRow, GrantRow.id == TokenUse.grant_id)
+                                .where(GrantRow.owner_id == acc.id, TokenUse.used_at >= cameo.created_at)
+                                ).scalar_one_or_none()
     return {
         "handle": handle, "cameo_id": cameo.id, "status": cameo.status, "created": cameo.created_at,
-        "last_used": cameo.last_used_at,
+        "last_used": last_used,
         "consent": {"id": record.id, "digest": record.digest, "audience": record.audience,
                     "purposes": list(record.purposes), "modalities": list(record.modalities),
                     "restrictions": list(record.restrictions), "adult_attested": record.adult_attested,

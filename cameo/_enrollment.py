@@ -131,7 +131,8 @@ def show(home: Home, handle: str) -> dict[str, Any]:
         return describe(s, handle)
 
 
-def match(home: Home, path: Path, *, face_model: Path | None, top: int = 3) -> dict[str, Any]:
+def match(home: Home, path: Path, *, face_model: Path | None, top: int = 3,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Which cameo (or protected entry), if any, the faces and voice in a file belong to, judged
     at the screening operating point (the gate's). Only candidates that match are named (voices
     with raw and normalised scores and the verdict at every operating point); for the rest only
@@ -143,7 +144,11 @@ def match(home: Home, path: Path, *, face_model: Path | None, top: int = 3) -> d
     if media_kind(path) == "unknown":
         raise MediaError(f"unsupported media type {path.suffix or '(none)'}", source=path.name)
     encoders = Encoders(face_model)
+    if progress:
+        progress(f"looking for faces and voices in {path.name}")
     found = probe(path, encoders)
+    if progress:
+        progress(f"searching the registry ({len(found['face'])} face(s), {len(found['voice'])} voice(s))")
     with transaction(engine_for(home)) as s:
         directory = LikenessDirectory.load(s, home.vault())
     results: dict[str, Any] = {"file": path.name, "faces": [], "voices": [], "matches": []}
@@ -175,7 +180,7 @@ def delete(home: Home, handle: str, *, passphrase: str, now: datetime) -> dict[s
 
 
 def protect(home: Home, label: str, *, faces: list[Path], voices: list[Path], face_model: Path | None,
-            now: datetime) -> dict[str, Any]:
+            now: datetime, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Put a face and/or voice on the protected list (people who opted out: estates, public figures).
 
     An operator act: the entry is signed with the registry's binding key, which only the registry
@@ -194,7 +199,11 @@ def protect(home: Home, label: str, *, faces: list[Path], voices: list[Path], fa
 
             raise Denied((reg.Reason("operator.key", "protecting a likeness needs the registry's binding key"),))
     encoders = Encoders(face_model)
+    if progress:
+        progress(f"embedding samples ({len(faces)} photo(s), {len(voices)} clip(s))")
     templates, _ = _templates(encoders, faces=faces, voices=voices, video=None, progress=None)
+    if progress:
+        progress("checking the registry and signing the protected entries")
     ids = []
     with transaction(eng) as s:
         serialise(s)

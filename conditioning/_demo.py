@@ -6,13 +6,16 @@ Media come from installed packages, nothing is downloaded: scikit-image's ``astr
 demonstration, not a recommended enrollment). No speech recording ships in any installed package,
 so the demo cameos are face-only; voices go through the same code when clips are given.
 
-Each step prints what it did; the function returns a summary dict (``--json``).
+Each step prints what it did; the function returns a summary dict (``--json``). The work folder
+(a fresh temporary one, or a ``workdir`` that did not exist yet) is removed at the end, whatever
+happened, unless ``keep``; a ``workdir`` that already existed is never removed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -20,7 +23,37 @@ from pathlib import Path
 from typing import Any
 
 
-def run_demo(workdir: Path | None = None, *, say: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(workdir: Path | None = None, *, keep: bool = False,
+             say: Callable[[str], None] = print) -> dict[str, Any]:
+    work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="cameo-demo-"))
+    ours = workdir is None or not work.exists()  # only what the demo created is removed
+    work.mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite:///{work / 'home' / 'cameo.db'}"
+    try:
+        result = _run(work, db_url, say)
+    finally:
+        _forget_engine(db_url)
+        if ours and not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if ours and not keep:
+        say(f"removed {work} (run with --keep to look at the registry afterwards)")
+        result["removed"] = True
+    else:
+        say(f"the demo registry is in {work / 'home'}")
+        result["removed"] = False
+    return result
+
+
+def _forget_engine(db_url: str) -> None:
+    """Close the demo database's pooled connections: its file is about to go."""
+    from cameo import _app
+
+    eng = _app._ENGINES.pop(db_url, None)
+    if eng is not None:
+        eng.dispose()
+
+
+def _run(work: Path, db_url: str, say: Callable[[str], None]) -> dict[str, Any]:
     from cameo import _app
     from cameo._errors import CameoError
     from cameo._home import Home
@@ -28,9 +61,7 @@ def run_demo(workdir: Path | None = None, *, say: Callable[[str], None] = print)
 
     from ._app import check, init
 
-    work = Path(workdir or tempfile.mkdtemp(prefix="cameo-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
-    home = Home.resolve(work / "home", f"sqlite:///{work / 'home' / 'cameo.db'}")
+    home = Home.resolve(work / "home", db_url)
     os.environ.pop("CAMEO_KEK", None)
     pw = "demo-passphrase"
     steps: list[dict[str, Any]] = []

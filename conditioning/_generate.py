@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ def authority_for(home: Home) -> Any:
 
 
 def generate(home: Home, request: GenerationRequest, tokens: list[str], *, generator: str, out_dir: Path,
-             now: datetime, face_model: Path | None = None) -> dict[str, Any]:
+             now: datetime, face_model: Path | None = None,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from cameo._errors import InvalidRequest, MediaError
 
     from ._adapters import get_adapter, validate_request
@@ -60,8 +62,10 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
     if adapter_name == "sealed":
         config.update(recipient_public_key=public_key, generator_id=generator)
     adapter = get_adapter(adapter_name, **config)
+    say = progress or (lambda _stage: None)
     staging = new_staging(home)  # 0
     try:
+        say(f"staging {len(request.reference_names)} reference(s)")
         refs = request.stage(staging / "references")  # 1
         params = _bind_target(request, refs)
         call = {"prompt": request.prompt, "params": params, "references": [str(r.path) for r in refs]}
@@ -69,6 +73,7 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         vault = home.vault()
         authority = authority_for(home)
         screener = Screener(eng, vault, Encoders(face_model), authority)
+        say(f"screening {len(refs)} reference(s) for enrolled faces and voices")
         try:
             screener.prepare(refs)
         except MediaError as e:
@@ -76,8 +81,10 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         gate = Gate(eng, keyring, vault, screener=screener)
         work = staging / "outputs"
         work.mkdir(mode=0o700)
+        say(f"verifying {len(tokens)} token(s) at the gate")
         with gate.release(request, tokens, generator_id=generator, now=now) as bundle:  # 2
             adapter.check(bundle)  # 3
+            say(f"generating with {generator}")
             files = [Path(f) for f in adapter.generate(bundle, call, work)]
             claim = {"cameo_ids": [c.cameo_id for c in bundle.cameos],
                      "consent_digests": [c.consent_digest for c in bundle.cameos],
@@ -90,6 +97,7 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         # handed over; anything else it left there (or a path elsewhere) is discarded
         files = [f for f in files if f.resolve().is_relative_to(staged) and f.resolve() != staged]
         toks = _tokens(keyring, tokens)
+        say(f"screening {len(files)} output(s)")
         found = screener.outputs(files, toks)  # 4
         if found:
             with transaction(eng) as s:
@@ -105,6 +113,7 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         if found:
             raise ScreeningDenied(tuple(f.reason for f in found))
         outputs = []
+        say("signing provenance")
         for f in files:  # 5
             from ._provenance import sign_output
 

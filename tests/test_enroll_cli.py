@@ -190,6 +190,23 @@ def test_enroll_show_match_delete(cli: Cli, enrolled: tuple[Any, dict[str, Any]]
     assert cli.json("enroll", "gina", "--face", "data:faces/obama/3.jpg")["modalities"] == ["face"]
 
 
+def test_enroll_reports_progress_on_stderr_a_line_per_stage(cli: Cli) -> None:
+    """stderr is not a terminal here: one plain line per stage, on stderr only, under --json too."""
+    before = cli.state()
+    res = cli("enroll", "gina", "--face", "data:faces/alex_lacamoire/1.jpg", "data:faces/alex_lacamoire/2.jpg",
+              "--voice", "data:voices/ls_2033/1.wav", "data:voices/ls_2033/2.wav", "--json")
+    assert _one_json(res.stdout)["modalities"] == ["face", "voice"], "stdout is one JSON object"
+    assert res.stderr.splitlines() == ["enroll: embedding faces (2 photos)", "enroll: embedding voice clips (2 clips)"]
+    assert cli.state() != before
+    m = cli("match", "data:faces/alex_lacamoire/3.jpg")
+    assert "gina" in m.stdout and "match:" not in m.stdout
+    assert m.stderr.splitlines()[0] == "match: looking for faces and voices in 3.jpg"
+    p = cli("protect", "estate-of-jb", "--face", "data:faces/biden/1.jpg")
+    assert p.stdout.strip() == "protected estate-of-jb"
+    assert p.stderr.splitlines() == ["protect: embedding samples (1 photo(s), 0 clip(s))",
+                                     "protect: checking the registry and signing the protected entries"]
+
+
 def test_retention_run_keeps_a_fresh_cameo(cli: Cli) -> None:
     before = cli.state()
     assert cli.json("retention", "run", "--dry-run")["due"] == []
@@ -217,8 +234,10 @@ def test_refused_enrollment_exits_3_and_changes_nothing(cli: Cli, args: tuple[st
     assert out["ok"] is False and out["exit_code"] == 3 and out["error_type"] == error
     assert "carol" not in out["error"], "a refusal does not say whose likeness it is"
     assert cli.state() == before, "a refused enrollment changed the registry"
-    res = cli(*args, code=3)  # and in plain text: a short message on stderr, nothing on stdout
-    assert res.stdout == "" and res.stderr.startswith("error: ") and len(res.stderr) < 1000
+    res = cli(*args, code=3)  # and in plain text: progress, then a short message on stderr; nothing on stdout
+    *progress, last = res.stderr.strip().splitlines()
+    assert res.stdout == "" and last.startswith("error: ") and len(last) < 1000
+    assert all(line.startswith("enroll: ") for line in progress)
     assert cli.state() == before
 
 
