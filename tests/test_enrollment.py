@@ -344,7 +344,7 @@ def test_consent_record_commits_to_exactly_the_stored_templates(base: Base) -> N
     stored = stored_templates(base.home)
     with transaction(_app.engine_for(base.home)) as s:
         for acc, cameo in s.execute(select(Account, Cameo).join(Cameo, Cameo.account_id == Account.id)):
-            record = ConsentRecord.from_bytes(cameo.consent_envelope, account_key(acc))  # owner-signed
+            record = ConsentRecord.from_bytes(cameo.consent_envelope, account_key(s, acc))  # owner-signed
             assert record.owner == acc.handle and record.adult_attested
             assert record.digest == cameo.consent_digest == base.results[acc.handle]["consent_digest"]
             mine = [t for t in stored if t["handle"] == acc.handle]
@@ -997,7 +997,11 @@ def test_a_real_video_enrolls_and_matches_its_own_cameo(fresh: Base, rel: str) -
     r = en.match(fresh.home, fresh.data / rel, face_model=None)
     assert r["matches"] == ["gina"]
     assert r["voices"] and r["voices"][0]["matches"][0]["who"] == "gina"
-    assert r["faces"] and all(x["matches"] and x["matches"][0]["who"] == "gina" for x in r["faces"])
+    # (screening's search also tries the frames at right angles and upsampled: a stray detection there
+    # may match nobody, but whatever matches is gina, and most detections do)
+    matched = [x for x in r["faces"] if x["matches"]]
+    assert matched and all(x["matches"][0]["who"] == "gina" for x in matched)
+    assert len(matched) * 2 >= len(r["faces"])
 
 
 @pytest.mark.data
