@@ -288,7 +288,8 @@ def usage(home: Home, handle: str) -> dict[str, Any]:
         grantee = d.get("grantee") if isinstance(d.get("grantee"), str) else None
         e["actor_handle"] = handles.get(e["actor"]) if e["actor"] else None
         e["grantee"] = handles.get(grantee, grantee) if grantee else (grantee_of.get(gid) if gid else None)
-        e["generator"] = d.get("generator")
+        gens = d.get("generators")
+        e["generator"] = d.get("generator") or (",".join(map(str, gens)) if isinstance(gens, list) else None)
         e["grant_id"], e["token_id"] = gid, tok
         e["outputs"] = outputs_of.get(tok, []) if tok and ("release" in e["event"] or "outputs" in d) else []
     denied = sum(1 for e in entries if e["event"].endswith((":denied", ":withheld")))
