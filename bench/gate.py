@@ -45,7 +45,8 @@ from cameo._cameos import TemplateInput, seal_cameo  # noqa: E402
 from cameo._db import transaction  # noqa: E402
 from cameo._home import Home  # noqa: E402
 from cameo._request import GenerationRequest  # noqa: E402
-from conditioning._gate import Gate  # noqa: E402
+from conditioning import open as conditioning_open  # noqa: E402
+from conditioning._app import init as conditioning_init  # noqa: E402
 from consent import ConsentRecord, Grant, SigningKey, TokenRequest, new_id, parse_token  # noqa: E402
 
 
@@ -62,7 +63,7 @@ def main() -> None:
     os.environ.pop("CAMEO_KEK", None)
     home = Home.resolve(tmp, args.db)
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    _app.init(home, now=now)
+    conditioning_init(home, now=now)  # registry, keys and the provenance chain
     eng = _app.engine_for(home)
     vault = home.vault()
     alice, bob = SigningKey.generate(), SigningKey.generate()
@@ -92,7 +93,7 @@ def main() -> None:
                                      request_digest=request.digest, created=now)
             m = reg.mint(s, tr.to_bytes(), keyring, now=now, ttl=timedelta(hours=1))
             tokens.append(m.token)
-    gate = Gate(eng, home.verify_keyring(), vault)
+    gate = conditioning_open(home.path, db_url=home.db_url).gate("studio-v1")  # the public way: it screens
     it = iter(tokens)
 
     def release() -> None:

@@ -44,13 +44,14 @@ from ._errors import (
     WrongPassphrase,
 )
 from ._home import Home
+from ._open import Registry, open
 from ._request import GenerationRequest
 from ._vault import KeyWrapper, LocalKek, Vault
 
 __all__ = [
     "AgeNotAttested", "AlreadyEnrolled", "BadInput", "CameoError", "ClippedAudio", "DecryptionFailed", "Denied",
     "DuplicateHandle", "EnrollmentError", "EnrollmentRefused", "FaceTooBlurry", "FaceTooSmall", "GenerationRequest",
-    "Home", "IdentityConflict", "InconsistentIdentity", "InvalidDuration", "InvalidHandle", "InvalidRequest",
+    "Home", "IdentityConflict", "Registry", "open", "InconsistentIdentity", "InvalidDuration", "InvalidHandle", "InvalidRequest",
     "KeyDestroyed", "KeyWrapper", "LivenessFailed", "LocalKek", "MediaError", "MintDenied", "MultipleFaces",
     "NoFaceFound", "NoiseOnly", "NotEnrolled", "NotFound", "NotInitialised", "ProtectedIdentity", "Reason",
     "SampleRateTooLow", "SilentAudio", "TooLittleSpeech", "UnknownAccount", "UnknownGenerator", "UnknownGrant",

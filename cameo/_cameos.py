@@ -22,7 +22,7 @@ from consent import ConsentRecord, KeyMismatch, TemplateCommitment, digest, fmt_
 from . import _audit as audit
 from ._errors import AgeNotAttested, AlreadyEnrolled, BadInput, NotEnrolled
 from ._models import Account, Cameo, Protected, Template
-from ._registry import account_key, get_account, live_consent, revoke_grants
+from ._registry import account_key, bump_likeness_version, get_account, live_consent, revoke_grants
 from ._trust import trust_of
 from ._vault import Vault
 
@@ -88,6 +88,7 @@ def seal_cameo(session: Session, vault: Vault, *, owner: Account, consent_bytes:
                              encoder_id=t.encoder_id, nonce=nonce, ciphertext=ct, digest=t.commitment().digest,
                              samples=t.samples, quality=json.dumps(t.quality, sort_keys=True, default=float),
                              created_at=fmt_time(now)))
+    bump_likeness_version(session)
     audit.append(session, "cameo:enroll", now=now, actor=owner.id, subject=owner.id,
                  detail={"cameo": cameo_id, "consent": record.id, "consent_digest": record.digest,
                          "templates": [t.commitment().as_dict() for t in templates]})
@@ -136,6 +137,7 @@ def _destroy(session: Session, cameo: Cameo) -> list[str]:
     session.execute(delete(Template).where(Template.cameo_id == cameo.id))
     session.execute(update(Cameo).where(Cameo.id == cameo.id).values(wrapped_dek=None))
     session.execute(delete(Cameo).where(Cameo.id == cameo.id))
+    bump_likeness_version(session)
     return ids
 
 
@@ -183,6 +185,7 @@ def add_protected(session: Session, vault: Vault, *, label: str, template: Templ
                           binding=trust_of(session).sign_binding(
                               "protected", _protected_statement(pid, label, template.modality, template.encoder_id,
                                                                 wrapped, nonce, ct))))
+    bump_likeness_version(session)
     audit.append(session, "registry:protected:add", now=now, detail={"id": pid, "modality": template.modality,
                                                                       "encoder": template.encoder_id})
     return pid

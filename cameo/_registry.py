@@ -87,6 +87,21 @@ def initialise(session: Session, *, token_key: VerifyKey, binding_key: VerifyKey
     return meta.value
 
 
+LIKENESS_VERSION = "likeness_version"
+
+
+def bump_likeness_version(session: Session) -> None:
+    """Mark the set of screened likenesses as changed (in the transaction of every enrollment,
+    deletion, withdrawal and protected-list entry): every gate's screener reloads its directory
+    before its next decision. A fresh random value, so concurrent writers never collide."""
+    row = session.get(Meta, LIKENESS_VERSION)
+    if row is None:
+        session.add(Meta(key=LIKENESS_VERSION, value=uuid.uuid4().hex))
+    else:
+        row.value = uuid.uuid4().hex
+    session.flush()
+
+
 def registry_id(session: Session) -> str:
     meta = session.get(Meta, "registry_id")
     return meta.value if meta else "cameo-registry"
@@ -296,6 +311,7 @@ def submit_revocation(session: Session, data: bytes, *, now: datetime) -> dict[s
         if cameo is not None:
             cameo.status = "withdrawn"
             cameo.state_mac = trust_of(session).cameo_mac(cameo.id, owner.id, "withdrawn", cameo.consent_digest)
+            bump_likeness_version(session)
         event = "consent:withdraw"
     session.add(RevocationRow(id=rev.id, owner_id=owner.id, scope=rev.scope, target=rev.target, envelope=data,
                               created_at=stamp))

@@ -64,6 +64,7 @@ __all__ = [
     "InswapperAdapter",
     "SealedExport",
     "SealedExportAdapter",
+    "faceid_embeds",
     "get_adapter",
     "open_sealed",
     "seal_bundle",
@@ -406,6 +407,26 @@ def _import_diffusers() -> Any:
             "(pip install 'cameo[diffusers]'): diffusers is not importable"
         ) from e
     return diffusers
+
+
+def faceid_embeds(bundle: ConditioningBundle, *, negative: bool = True, dtype: Any = None,
+                  device: Any = None) -> torch.Tensor:
+    """The identity for a diffusers IP-Adapter FaceID pipeline, from a released bundle:
+    ``ip_adapter_image_embeds=[faceid_embeds(bundle)]``. Shape ``(2, n, 1, 512)`` (a zero negative
+    half for classifier-free guidance, then the n cameos' normalised ArcFace embeddings), or
+    ``(1, n, 1, 512)`` with ``negative=False``. The tensor belongs to the bundle: it is zeroed when
+    the bundle's ``with`` block ends. A bundle without ArcFace 512-d faces (a dlib one, say) is
+    refused with AdapterMismatch: templates of different encoders are never converted."""
+    _check_faces("faceid_embeds", (ARCFACE_FAMILY,), bundle, face_dim=ARCFACE_DIM,
+                 expects=" from insightface ArcFace (buffalo_l, 512-d)")
+    faces = bundle.face_embeddings(bundle.face_families()[0])
+    ident = bundle._track(torch.nn.functional.normalize(faces, dim=-1))
+    if dtype is not None or device is not None:
+        ident = bundle._track(ident.to(device=device, dtype=dtype))
+    positive = bundle._track(ident.reshape(1, ident.shape[0], 1, ident.shape[1]))
+    if not negative:
+        return positive
+    return bundle._track(torch.cat([torch.zeros_like(positive), positive]))
 
 
 class DiffusersFaceIDAdapter:

@@ -11,7 +11,6 @@ from cameo._home import Home
 from cameo._registry import get_generator
 from cameo._request import GenerationRequest
 
-from ._gate import Gate
 
 
 def init(home: Home, *, now: datetime) -> dict[str, Any]:
@@ -27,18 +26,18 @@ def init(home: Home, *, now: datetime) -> dict[str, Any]:
     return result
 
 
-def gate_for(home: Home, *, with_vault: bool = False, **kw: Any) -> Gate:
-    eng = engine_for(home)
-    return Gate(eng, home.verify_keyring(), home.vault() if with_vault else None, **kw)
-
-
 def check(home: Home, tokens: list[str], *, generator: str, request: GenerationRequest,
-          now: datetime) -> dict[str, Any]:
-    """Dry-run the gate for these tokens (consumes nothing; audited)."""
-    eng = engine_for(home)
-    with transaction(eng) as s:
-        get_generator(s, generator)
-    decision = gate_for(home).check(tokens, generator_id=generator, request=request, now=now)
+          now: datetime, face_model: Any = None) -> dict[str, Any]:
+    """Dry-run the gate for these tokens: the same verdict as a release (screening included),
+    consuming nothing; audited."""
+    from ._open import open as open_registry
+
+    with open_registry(home.path, db_url=home.db_url, face_model=face_model) as registry:
+        gate = registry.gate(generator)
+        try:
+            decision = gate.check(request, tokens, now=now)
+        finally:
+            gate.close()
     return decision.as_dict()
 
 

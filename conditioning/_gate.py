@@ -177,13 +177,32 @@ def notify(append: Callable[..., Any], findings: Sequence[Any], *, generator_id:
                                  "reasons": [f.reason.as_dict()], **f.detail})
 
 
+class _Rescan(Exception):
+    """The likeness directory moved while a decision was being made: scan again and retry."""
+
+
 class Gate:
-    """Verifies tokens against the live registry. ``check`` inspects; ``release`` enforces."""
+    """Verifies tokens against the live registry. ``check`` inspects; ``release`` enforces. Both
+    screen the request's reference media for enrolled likenesses and give the same verdict for
+    the same request and tokens; only ``release`` consumes uses and hands over templates.
+
+    Build one with ``conditioning.open(home).gate(generator_id)``. A Gate always screens: the
+    ``screener`` is required, and one that skips screening must be asked for by name
+    (``screener=UnsafeNoScreening()``, which warns)."""
 
     def __init__(self, engine: Engine, keyring: TokenKeyring, vault: Vault | None = None, *,
-                 skew: timedelta = DEFAULT_SKEW, max_cameos: int = MAX_CAMEOS_PER_CALL,
-                 screener: Callable[..., Sequence[Reason]] | None = None, trust: Any = None) -> None:
+                 screener: Any = None, skew: timedelta = DEFAULT_SKEW, max_cameos: int = MAX_CAMEOS_PER_CALL,
+                 trust: Any = None, generator_id: str | None = None) -> None:
         from cameo._db import trust_for
+
+        from ._errors import GateMisconfigured
+
+        if screener is None:
+            raise GateMisconfigured(
+                "a Gate screens reference media for enrolled likenesses: build it with "
+                "conditioning.open(home).gate(generator_id), or pass screener=UnsafeNoScreening() to skip "
+                "screening on purpose")
+        self._generator_id = generator_id
 
         self._trust = trust or trust_for(engine)
         if self._trust is None:
@@ -206,7 +225,26 @@ class Gate:
         self._append = RawAppender(engine.dialect.name, self._trust.audit_key)
 
     def __repr__(self) -> str:
-        return f"Gate({self._engine.dialect.name}, max_cameos={self._max_cameos})"
+        return f"Gate({self._engine.dialect.name}, generator={self._generator_id!r}, screener={self._screener!r})"
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _gen(self, generator_id: str | None) -> str:
+        gid = generator_id or self._generator_id
+        if not gid:
+            from ._errors import GateMisconfigured
+
+            raise GateMisconfigured("no generator id: pass generator_id= or build the gate for one generator")
+        return gid
+
+    @property
+    def last_decision(self) -> GateDecision | None:
+        """The decision of this thread's last ``release`` (its verified tokens included)."""
+        return getattr(self._local, "last", None)
 
     # -- steps 1-9 ------------------------------------------------------------------------------
     def _parse(self, index: int, token: str, *, generator_id: str, request: GenerationRequest,
@@ -427,16 +465,59 @@ class Gate:
         verdicts = tuple(self._verify(cur, v, generator_id=generator_id, now=now, lock=lock) for v in parsed[0])
         return GateDecision(verdicts, tuple(parsed[1]))
 
+    def _judge(self, cur: Any, parsed: tuple[list[TokenVerdict], list[Reason]], *, generator_id: str,
+               request: GenerationRequest, now: datetime, lock: bool) -> tuple[GateDecision, list[Any]]:
+        """Steps 1-9 and screening: the verdict both tiers share (``check`` and ``release`` agree
+        on it for the same request and tokens; only consumption differs)."""
+        decision = self._decide(cur, parsed, generator_id=generator_id, now=now, lock=lock)
+        found: list[Any] = []
+        if decision.allowed:
+            missing = tuple(Reason("cameo.none", f"{v.token.owner} has no enrolled likeness to release")
+                            for v in decision.verdicts if v.live is not None and v.live.cameo_id is None
+                            and v.token is not None)
+            if missing:
+                decision = GateDecision(decision.verdicts, decision.extra + missing)
+        if decision.allowed:
+            if self._screener.stale(cur, "%s" if not self._sqlite else "?"):
+                raise _Rescan
+            toks = [v.token for v in decision.verdicts if v.token is not None]
+            found = list(self._screener(request=request, tokens=toks, now=now))
+            if found:
+                decision = GateDecision(decision.verdicts, decision.extra + tuple(f.reason for f in found))
+        return decision, found
+
+    def _screened(self, run: Callable[[], Any], request: GenerationRequest) -> Any:
+        """Scan the references (outside any transaction), then run the decision; if the likeness
+        directory moved meanwhile, reload it and decide again (bounded)."""
+        for _attempt in range(3):
+            self._screener.ensure(request)
+            try:
+                return run()
+            except _Rescan:
+                self._screener.reload()
+        from ._errors import ConditioningError
+
+        raise ConditioningError("the likeness directory kept changing during the decision; try again")
+
     # -- tier 1: inspect ---------------------------------------------------------------------------
-    def check(self, tokens: str | Sequence[str], *, generator_id: str, request: GenerationRequest,
+    def check(self, request: GenerationRequest, tokens: str | Sequence[str], *, generator_id: str | None = None,
               now: datetime) -> GateDecision:
-        """Dry run of steps 1-9: consumes nothing; the decision is audited (``gate:check:*``)."""
+        """Dry run of steps 1-9 and screening: consumes nothing; the decision is audited
+        (``gate:check:*``), and owners whose likeness was found without consent are told."""
+        generator_id = self._gen(generator_id)
         toks = [tokens] if isinstance(tokens, str) else list(tokens)
         parsed = self._parse_all(toks, generator_id=generator_id, request=request, now=now)
-        with self._txn() as (_, cur):
-            decision = self._decide(cur, parsed, generator_id=generator_id, now=now)
-            self._audit(cur, "gate:check", decision, generator_id=generator_id, request=request, now=now)
-        return decision
+
+        def run() -> GateDecision:
+            with self._txn() as (_, cur):
+                decision, found = self._judge(cur, parsed, generator_id=generator_id, request=request, now=now,
+                                              lock=False)
+                self._audit(cur, "gate:check", decision, generator_id=generator_id, request=request, now=now)
+                notify(lambda *a, **k: self._append(cur, *a, **k), found, generator_id=generator_id,
+                       request=request, now=now)
+            return decision
+
+        return self._screened(run, request)  # type: ignore[no-any-return]
 
     # -- tier 2: enforce ---------------------------------------------------------------------------
     def _consume(self, cur: Any, v: TokenVerdict, *, generator_id: str, stamp: str) -> Reason | None:
@@ -452,28 +533,19 @@ class Gate:
             return Reason("token.used", "the token was already used")
         return None
 
-    def decide_release(self, tokens: Sequence[str], *, generator_id: str, request: GenerationRequest, now: datetime,
-                       load_templates: bool = True) -> tuple[GateDecision, list[dict[str, Any]]]:
+    def decide_release(self, tokens: Sequence[str], *, generator_id: str | None = None, request: GenerationRequest,
+                       now: datetime, load_templates: bool = True) -> tuple[GateDecision, list[dict[str, Any]]]:
         """Steps 1-11 in one transaction, committed before returning. Raises GateDenied on denial
         (after the denial is durably audited). Returns the decision and the decrypted items."""
-        items: list[dict[str, Any]] = []
+        generator_id = self._gen(generator_id)
         parsed = self._parse_all(list(tokens), generator_id=generator_id, request=request, now=now)
         stamp = fmt_time(now)
-        try:
+
+        def run() -> tuple[GateDecision, list[dict[str, Any]]]:
+            items: list[dict[str, Any]] = []
             with self._txn() as (conn, cur):
-                decision = self._decide(cur, parsed, generator_id=generator_id, now=now, lock=True)
-                found: list[Any] = []
-                if load_templates and decision.allowed:
-                    missing = tuple(Reason("cameo.none", f"{v.token.owner} has no enrolled likeness to release")
-                                    for v in decision.verdicts if v.live is not None and v.live.cameo_id is None
-                                    and v.token is not None)
-                    if missing:
-                        decision = GateDecision(decision.verdicts, decision.extra + missing)
-                if decision.allowed and self._screener is not None:
-                    toks = [v.token for v in decision.verdicts if v.token is not None]
-                    found = list(self._screener(request=request, tokens=toks, now=now))
-                    if found:
-                        decision = GateDecision(decision.verdicts, decision.extra + tuple(f.reason for f in found))
+                decision, found = self._judge(cur, parsed, generator_id=generator_id, request=request, now=now,
+                                              lock=True)
                 if decision.allowed:
                     for v in decision.verdicts:
                         r = self._consume(cur, v, generator_id=generator_id, stamp=stamp)  # step 10
@@ -489,6 +561,10 @@ class Gate:
                         raise _Denial(GateDecision(decision.verdicts, decision.extra + (
                             Reason("vault.integrity", f"the cameo's templates do not decrypt ({e})"),))) from None
                 self._audit(cur, "gate:release", decision, generator_id=generator_id, request=request, now=now)
+            return decision, items
+
+        try:
+            decision, items = self._screened(run, request)
         except _Denial as d:
             # the denial changes nothing but the log: record it in a transaction of its own, durably,
             # before the caller hears about it
@@ -496,9 +572,11 @@ class Gate:
                 self._audit(cur, "gate:release", d.decision, generator_id=generator_id, request=request, now=now)
                 notify(lambda *a, **k: self._append(cur, *a, **k), d.findings, generator_id=generator_id,
                        request=request, now=now)
+            self._local.last = d.decision
             if d.findings:
                 raise ScreeningDenied(d.decision.reasons) from None
             raise GateDenied(d.decision.reasons) from None
+        self._local.last = decision
         return decision, items
 
     def _open(self, cur: Any, v: TokenVerdict) -> dict[str, Any]:
@@ -530,12 +608,14 @@ class Gate:
         return item
 
     @contextlib.contextmanager
-    def release(self, request: GenerationRequest, tokens: Sequence[str], *, generator_id: str,
+    def release(self, request: GenerationRequest, tokens: str | Sequence[str], *, generator_id: str | None = None,
                 now: datetime) -> Iterator[Any]:
         """Enforcing tier: yields a ConditioningBundle; raises GateDenied(reasons). Tensors are wiped on exit."""
         from ._bundle import _issue_bundle
 
-        decision, items = self.decide_release(tokens, generator_id=generator_id, request=request, now=now)
+        generator_id = self._gen(generator_id)
+        toks = [tokens] if isinstance(tokens, str) else list(tokens)
+        decision, items = self.decide_release(toks, generator_id=generator_id, request=request, now=now)
         bundle = _issue_bundle(generator_id=generator_id, request_digest=request.digest, items=items)
         try:
             with bundle:

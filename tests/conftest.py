@@ -156,7 +156,16 @@ class Registry:
     def gate(self, *, vault: bool = False, **kw: Any) -> Any:
         from conditioning._gate import Gate
 
+        kw.setdefault("screener", self.screener())
         return Gate(self.engine, self.home.verify_keyring(), self.home.vault() if vault else None, **kw)
+
+    def screener(self) -> Any:
+        """The real likeness screener (its models load only when a request carries media)."""
+        from cameo._likeness import Encoders
+        from conditioning._generate import authority_for
+        from conditioning._screen import Screener
+
+        return Screener(self.engine, self.home.vault(), Encoders(), authority_for(self.home))
 
     def account(self, handle: str) -> None:
         from cameo import _app

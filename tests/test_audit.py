@@ -83,8 +83,8 @@ def logged(registry: Registry) -> Registry:
     g = registry.grant()
     tok = registry.token()
     gate = registry.gate()
-    gate.check(tok, generator_id=GENERATOR, request=registry.request(), now=registry.now)
-    gate.check(tok, generator_id=GENERATOR, request=registry.request("another prompt"), now=registry.now)
+    gate.check(registry.request(), tok, generator_id=GENERATOR, now=registry.now)
+    gate.check(registry.request("another prompt"), tok, generator_id=GENERATOR, now=registry.now)
     registry.revoke("alice", g.id)
     registry.mint(now=registry.now + timedelta(seconds=1))  # denied: revoked
     rep = registry.verify_chain()
@@ -233,7 +233,7 @@ def test_the_raw_appender_writes_the_same_chain(registry):
 def test_usage_lists_the_owners_entries_denials_included(registry):
     g = registry.grant()
     tok = registry.token()
-    registry.gate().check(tok, generator_id=GENERATOR, request=registry.request("other"), now=registry.now)
+    registry.gate().check(registry.request("other"), tok, generator_id=GENERATOR, now=registry.now)
     u = registry.usage("alice")
     events = [e["event"] for e in u["entries"]]
     assert events == ["account:create", "consent:grant:create", "token:mint", "gate:check:denied"]

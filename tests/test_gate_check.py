@@ -142,8 +142,8 @@ def test_gate_check_denies_with_its_reason_and_logs_it(scene, build, grant_kw, c
     how = build(scene)
     before = scene.dump()
     denied_before = len(scene.denials("alice", "gate:check"))
-    d = scene.gate().check(how["token"], generator_id=how.get("generator", GENERATOR),
-                           request=how.get("request", scene.request()), now=how.get("now", scene.now))
+    d = scene.gate().check(how.get("request", scene.request()), how["token"], generator_id=how.get("generator", GENERATOR),
+                           now=how.get("now", scene.now))
     assert not d.allowed
     assert code in {r.code for r in d.reasons}
     assert d.as_dict()["allowed"] is False and code in {x["code"] for x in d.as_dict()["reasons"]}
@@ -178,7 +178,7 @@ def test_check_allows_a_valid_token_and_consumes_nothing(scene):
     tok = scene.token()
     before = scene.dump()
     for _ in range(3):  # a dry run can be repeated
-        d = scene.gate().check(tok, generator_id=GENERATOR, request=scene.request(), now=scene.now)
+        d = scene.gate().check(scene.request(), tok, generator_id=GENERATOR, now=scene.now)
         assert d.allowed and d.reasons == ()
     assert _no_log(scene.dump()) == _no_log(before)
     events = [e["event"] for e in scene.usage("alice")["entries"]]
@@ -222,7 +222,7 @@ def test_a_token_signed_by_another_registry_is_denied_and_logged(registry):
                         grant_id="grant_x", grantee="bob", request_digest=registry.request().digest,
                         purpose="generate", modalities=("face",), now=registry.now, ttl=TTL)
     n = registry.count("audit_log")
-    d = registry.gate().check(tok, generator_id=GENERATOR, request=registry.request(), now=registry.now)
+    d = registry.gate().check(registry.request(), tok, generator_id=GENERATOR, now=registry.now)
     assert [r.code for r in d.reasons] == ["token.signature"]
     assert registry.count("audit_log") == n + 1  # logged (with no owner: its claims are not to be believed)
 
@@ -231,46 +231,47 @@ def test_a_token_for_a_grant_this_registry_never_issued_is_denied(registry):
     tok, _ = mint_token(registry.keyring(), issuer="x", jti="tok_x", owner="alice", audience=GENERATOR,
                         grant_id="grant_nowhere", grantee="bob", request_digest=registry.request().digest,
                         purpose="generate", modalities=("face",), now=registry.now, ttl=TTL)
-    d = registry.gate().check(tok, generator_id=GENERATOR, request=registry.request(), now=registry.now)
+    d = registry.gate().check(registry.request(), tok, generator_id=GENERATOR, now=registry.now)
     assert "grant.unknown" in {r.code for r in d.reasons}
 
 
 @pytest.mark.parametrize("garbage", ["", "not a token", "v4.public.AAAA.AAAA", "x" * 10_000],
                          ids=["empty", "words", "no-signature", "huge"])
 def test_garbage_tokens_are_denied_not_crashed(registry, garbage):
-    d = registry.gate().check(garbage, generator_id=GENERATOR, request=registry.request(), now=registry.now)
+    d = registry.gate().check(registry.request(), garbage, generator_id=GENERATOR, now=registry.now)
     assert not d.allowed and d.reasons[0].code in ("token.malformed", "token.type", "token.signature")
 
 
 def test_an_unregistered_generator_is_denied(registry):
     registry.grant()
     tok = registry.token()
-    d = registry.gate().check(tok, generator_id="ghost-gen", request=registry.request(), now=registry.now)
+    d = registry.gate().check(registry.request(), tok, generator_id="ghost-gen", now=registry.now)
     assert {"token.audience", "generator.unknown"} <= {r.code for r in d.reasons}
 
 
 # -- several tokens in one call ----------------------------------------------------------------------------
 def test_no_token_is_a_denial(registry):
-    d = registry.gate().check([], generator_id=GENERATOR, request=registry.request(), now=registry.now)
+    d = registry.gate().check(registry.request(), [], generator_id=GENERATOR, now=registry.now)
     assert not d.allowed and [r.code for r in d.reasons] == ["token.none"]
 
 
 def test_two_tokens_for_one_cameo_in_one_call_are_denied(registry):
     registry.grant(max_uses=5)
     t1, t2 = registry.token(), registry.token()
-    d = registry.gate().check([t1, t2], generator_id=GENERATOR, request=registry.request(), now=registry.now)
+    d = registry.gate().check(registry.request(), [t1, t2], generator_id=GENERATOR, now=registry.now)
     assert "call.duplicate" in {r.code for r in d.reasons}
 
 
 def test_too_many_cameos_in_one_call_are_denied(make_registry):
     r = make_registry(("alice", "bob", "carol", "dave"))
     toks = []
-    for owner in ("alice", "carol", "dave"):
+    for i, owner in enumerate(("alice", "carol", "dave")):
+        r.enroll(owner, {"face": _face(10 + i), "voice": np.random.default_rng(20 + i).standard_normal(256).astype("<f4")})
         r.grant(owner, "bob")
         toks.append(r.token(owner, "bob"))
-    d = r.gate().check(toks, generator_id=GENERATOR, request=r.request(), now=r.now)
+    d = r.gate().check(r.request(), toks, generator_id=GENERATOR, now=r.now)
     assert "call.too_many" in {x.code for x in d.reasons}
-    assert r.gate(max_cameos=3).check(toks, generator_id=GENERATOR, request=r.request(), now=r.now).allowed
+    assert r.gate(max_cameos=3).check(r.request(), toks, generator_id=GENERATOR, now=r.now).allowed
 
 
 def test_a_call_is_all_or_nothing(registry):

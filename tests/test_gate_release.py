@@ -215,11 +215,13 @@ def _request_other_params(r: Registry) -> dict[str, Any]:
 def _request_swapped_reference(r: Registry) -> dict[str, Any]:
     from cameo._request import GenerationRequest
 
+    from PIL import Image
+
     ref = r.home.path / "ref.png"
-    ref.write_bytes(b"\x89PNG first bytes")
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(ref)  # a real picture (screened: no face in it)
     req = GenerationRequest.build("alice waves", {}, [ref])
     tok = r.token(request=req)
-    ref.write_bytes(b"\x89PNG other bytes")  # same name, other media after minting
+    Image.new("RGB", (64, 48), (40, 120, 200)).save(ref)  # same name, other media after minting
     return {"tokens": [tok], "request": GenerationRequest.build("alice waves", {}, [ref])}
 
 
@@ -372,8 +374,8 @@ def test_each_gate_step_alone_denies_a_dry_run_too(granted, build, codes):
     later (e.g. a used token would pass a check if step 9 were gone)."""
     how = build(granted)
     before = _no_log(granted.dump())
-    d = granted.gate().check(how["tokens"], generator_id=how.get("generator", GENERATOR),
-                             request=how.get("request") or granted.request(),
+    d = granted.gate().check(how.get("request") or granted.request(), how["tokens"],
+                             generator_id=how.get("generator", GENERATOR),
                              now=granted.now if how.get("now") is None else how["now"])
     got = {x.code for x in d.reasons}
     assert not d.allowed and (got == codes if isinstance(codes, frozenset) else len(got) == 1 and got <= codes), got
@@ -414,8 +416,32 @@ class _StaleGate(Gate):
                             v.grant, v.consent)
 
 
+class _Hook:
+    """A screener that runs ``fn`` inside the decision's transaction (and screens nothing else)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def ensure(self, request: Any) -> None:
+        pass
+
+    def stale(self, cur: Any, paramstyle: str) -> bool:
+        return False
+
+    def __call__(self, **kw: Any) -> list[Any]:
+        return list(self.fn(**kw))
+
+
+def _screener(eng: Any, home: Any) -> Any:
+    from cameo._likeness import Encoders
+    from conditioning._generate import authority_for
+    from conditioning._screen import Screener
+
+    return Screener(eng, home.vault(), Encoders(), authority_for(home))
+
+
 def _stale_gate(r: Registry) -> Gate:
-    return _StaleGate(r.engine, r.home.verify_keyring(), r.home.vault())
+    return _StaleGate(r.engine, r.home.verify_keyring(), r.home.vault(), screener=r.screener())
 
 
 @pytest.mark.parametrize("flaw", ["revoked", "exhausted", "used"])
@@ -463,7 +489,7 @@ def test_10_a_revocation_issued_mid_decision_waits_for_it_and_then_wins(granted)
         waited.append(not done.wait(1.0))  # still blocked behind this decision's row lock
         return []
 
-    gate = Gate(granted.engine, granted.home.verify_keyring(), granted.home.vault(), screener=revoke_now)
+    gate = Gate(granted.engine, granted.home.verify_keyring(), granted.home.vault(), screener=_Hook(revoke_now))
     decision, _ = _release(granted, [tok], gate=gate)
     assert decision.allowed and waited == [True]
     assert done.wait(30)
@@ -705,8 +731,8 @@ def _inflight_worker(home_path: str, url: str, now_iso: str, ready: Any, go: Any
                                      grant_id=None, generator=GENERATOR, purpose="generate",
                                      request_digest=req.digest, created=now)
             minted = reg.mint(s, tr.to_bytes(), home.keyring(), now=now)
-        gate = Gate(eng, home.verify_keyring(), home.vault())
-        out.put(("checked", gate.check(minted.token, generator_id=GENERATOR, request=req, now=now).allowed))
+        gate = Gate(eng, home.verify_keyring(), home.vault(), screener=_screener(eng, home))
+        out.put(("checked", gate.check(req, minted.token, generator_id=GENERATOR, now=now).allowed))
         ready.set()
         if not go.wait(120):
             out.put(("timeout",))
@@ -766,7 +792,7 @@ def _release_loop(url: str, home_path: str, tokens: list[str], now_iso: str, rev
     try:
         home = Home.resolve(home_path, url)
         bind_trust(eng, home.trust())
-        gate = Gate(eng, home.verify_keyring(), home.vault())
+        gate = Gate(eng, home.verify_keyring(), home.vault(), screener=_screener(eng, home))
         seen_after = 0
         for tok in tokens:
             announced = revoked.is_set()

@@ -43,7 +43,12 @@ def _gate(where: tuple[str, str]) -> tuple[Any, Any, Any]:
     home = Home.resolve(home_path, url)
     eng = make_engine(url)
     bind_trust(eng, home.trust())
-    return eng, Gate(eng, home.verify_keyring(), None), GenerationRequest.build(PROMPT, {"seconds": 4})
+    from cameo._likeness import Encoders
+    from conditioning._generate import authority_for
+    from conditioning._screen import Screener
+
+    screener = Screener(eng, home.vault(), Encoders(), authority_for(home))
+    return eng, Gate(eng, home.verify_keyring(), None, screener=screener), GenerationRequest.build(PROMPT, {"seconds": 4})
 
 
 def _tick(i: int) -> None:
@@ -60,7 +65,7 @@ def check_loop(i: int, url: tuple[str, str], token: str, now: str) -> list[tuple
         _W["start"].wait(60)
         while not _W["stop"].is_set():
             t0 = time.monotonic_ns()
-            d = gate.check(token, generator_id=GENERATOR, request=req, now=when)
+            d = gate.check(req, token, generator_id=GENERATOR, now=when)
             t1 = time.monotonic_ns()
             out.append((t0, t1, d.allowed, tuple(r.code for r in d.reasons)))
             _tick(i)

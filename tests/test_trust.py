@@ -334,5 +334,5 @@ def test_the_gate_keyring_comes_from_the_key_files(registry):
     registry.grant("alice", "bob")
     tok = registry.token()
     _exec(registry, delete(RegistryKey))
-    d = registry.gate().check(tok, generator_id=GENERATOR, request=registry.request(), now=registry.now)
+    d = registry.gate().check(registry.request(), tok, generator_id=GENERATOR, now=registry.now)
     assert d.allowed
