@@ -173,3 +173,23 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class OutputRecord(Base):
+    """One generated output, as the registry signed it: the watermark identifier it carries (32
+    bits, 8 hex digits, drawn at random), its digest, the claim of its manifest, and perceptual
+    hashes (the picture and its centred crops) to check a resolved watermark against the content.
+    ``envelope`` is the record signed by the provenance signer (DSSE), so a row edited in the
+    database does not verify. See conditioning/_soft_binding.py."""
+
+    __tablename__ = "outputs"
+    id: Mapped[str] = mapped_column(String(8), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(80), index=True)
+    media_type: Mapped[str] = mapped_column(String(64))
+    generator: Mapped[str] = mapped_column(String(64))
+    request_digest: Mapped[str] = mapped_column(String(80))
+    manifest_label: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    claim: Mapped[str] = mapped_column(Text)  # JSON: the org.cameo.consent assertion
+    phash: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of 16-hex pHashes
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[str] = mapped_column(String(32))

@@ -45,7 +45,10 @@ class ProvenanceError(ConditioningError):
 
 
 class ProvenanceMissing(ProvenanceError):
-    """The file carries no manifest (embedded or sidecar)."""
+    """The file carries no provenance: no manifest (embedded, sidecar or detached) and, for
+    ``provenance verify``, no watermark this registry resolves. Not found (4)."""
+
+    exit_code = 4
 
 
 class ProvenanceInvalid(ProvenanceError):
@@ -103,3 +106,15 @@ class SealedExportReplayed(SealedExportError):
     """A sealed export was opened a second time (its export id was already seen)."""
 
     exit_code = 3
+
+
+class GateMisconfigured(ConditioningError, TypeError):
+    """A Gate was asked for without likeness screening. Build gates with
+    ``conditioning.open(home).gate(generator_id)``; a gate that skips screening needs the name
+    that says so (``screener=UnsafeNoScreening()``)."""
+
+    exit_code = 1
+
+
+class UnsafeScreeningWarning(UserWarning):
+    """A gate was built that does not screen reference media."""

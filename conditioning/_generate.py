@@ -12,8 +12,11 @@
     ends;
  4. outputs are screened: one showing an enrolled person without a token is withheld (deleted)
     and the call is denied;
- 5. each output gets a C2PA manifest (or a signed sidecar) naming the cameos, consent digests,
-    grants and tokens; only then is it moved into ``--out``; the owners' logs get the output digest.
+ 5. each image output gets an invisible watermark carrying a fresh 32-bit output identifier
+    (:mod:`conditioning._soft_binding`), then a C2PA manifest (or a signed sidecar) naming the
+    cameos, consent digests, grants and tokens and the watermark (soft binding); the registry's
+    signed record of each output and the owners' ``gate:output`` entries are written in one
+    transaction; only then are the outputs moved into ``--out``.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         screener = Screener(eng, vault, Encoders(face_model), authority)
         say(f"screening {len(refs)} reference(s) for enrolled faces and voices")
         try:
-            screener.prepare(refs)
+            screener.prepare(refs, digest=request.digest)  # (the gate reuses this scan)
         except MediaError as e:
             raise InvalidRequest(f"reference {e} (screening refuses what it cannot look at)") from e
         gate = Gate(eng, keyring, vault, screener=screener)
@@ -96,7 +99,7 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         # only the declared outputs the generator wrote into its folder are screened, signed and
         # handed over; anything else it left there (or a path elsewhere) is discarded
         files = [f for f in files if f.resolve().is_relative_to(staged) and f.resolve() != staged]
-        toks = _tokens(keyring, tokens)
+        toks = [v.token for v in gate.last_decision.verdicts]  # verified once, by the gate
         say(f"screening {len(files)} output(s)")
         found = screener.outputs(files, toks)  # 4
         if found:
@@ -112,30 +115,51 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
                        now=now)
         if found:
             raise ScreeningDenied(tuple(f.reason for f in found))
-        outputs = []
-        say("signing provenance")
-        for f in files:  # 5
-            from ._provenance import sign_output
-
-            sign_output(f, claim=claim, authority=authority, generator=generator)
-        from ._provenance import detached_path, sidecar_path
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for f in sorted(files):
-            for src in (f, sidecar_path(f), detached_path(f)):
-                if src is f or src.exists():
-                    shutil.move(str(src), out_dir / src.name)
-            dest = out_dir / f.name
-            outputs.append({"file": str(dest), "digest": file_digest(dest)})
-        with transaction(eng) as s:
-            for t in toks:
-                audit_append(s, "gate:output", now=now, subject=get_account(s, t.owner).id,
-                             detail={"generator": generator, "request_digest": request.digest, "token": t.jti,
-                                     "outputs": [o["digest"] for o in outputs]})
+        say("watermarking and signing provenance")
+        outputs = _sign_and_record(eng, files, claim=claim, authority=authority, generator=generator,
+                                   request=request, toks=toks, out_dir=out_dir, now=now)  # 5
         return {"generator": generator, "request_digest": request.digest, "outputs": outputs,
                 "cameos": claim["cameo_ids"], "token_ids": claim["token_ids"]}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sign_and_record(eng: Any, files: list[Path], *, claim: dict[str, Any], authority: Any, generator: str,
+                     request: GenerationRequest, toks: list[Any], out_dir: Path, now: datetime) -> list[dict[str, Any]]:
+    """Step 5: watermark, sign, record, hand over."""
+    from ._provenance import detached_path, inspect_output, sidecar_path, sign_output
+    from ._soft_binding import draw_identifier, mark_output, record_output
+
+    with transaction(eng) as s:  # identifiers drawn at random, none already on record
+        idents: list[str] = []
+        for _ in files:
+            idents.append(draw_identifier(s, idents))
+    marked = []
+    for f, ident in zip(files, idents, strict=True):
+        m = mark_output(f, ident)  # before signing: the manifest's hash covers the marked pixels
+        sign_output(f, claim=claim, authority=authority, generator=generator, soft_binding=m.soft_binding)
+        marked.append(m)
+    marked.sort(key=lambda m: m.path)
+    digests = {m.path: file_digest(m.path) for m in marked}
+    with transaction(eng) as s:
+        for m in marked:
+            label = inspect_output(m.path, authority=authority).manifest_label
+            record_output(s, m, digest=digests[m.path], claim=claim, generator=generator,
+                          request_digest=request.digest, manifest_label=label, authority=authority, now=now)
+        for t in toks:
+            audit_append(s, "gate:output", now=now, subject=get_account(s, t.owner).id,
+                         detail={"generator": generator, "request_digest": request.digest, "token": t.jti,
+                                 "outputs": [digests[m.path] for m in marked]})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for m in marked:
+        f = m.path
+        for src in (f, sidecar_path(f), detached_path(f)):
+            if src is f or src.exists():
+                shutil.move(str(src), out_dir / src.name)
+        outputs.append({"file": str(out_dir / f.name), "digest": digests[f], "output_id": m.identifier,
+                        "watermark": m.soft_binding is not None})
+    return outputs
 
 
 def staging_root(home: Home) -> Path:
@@ -214,18 +238,56 @@ def _bind_target(request: GenerationRequest, refs: tuple[StagedReference, ...] =
     return params
 
 
-def _tokens(keyring: Any, tokens: list[str]) -> list[Any]:
-    from consent import parse_token
-
-    return [parse_token(t, keyring) for t in tokens]
-
-
 def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
-    from ._provenance import verify_output
+    """Where a file's provenance comes from, verified.
 
-    report = verify_output(path, authority=authority_for(home))
-    return {"file": path.name, "state": report.state, "trusted": report.trusted, "binding": report.binding,
-            "generator": report.generator, "actions": list(report.actions),
-            "digital_source_type": report.digital_source_type, "signer": report.signer,
-            "claim": dict(report.claim)}
+    1. Its C2PA manifest (embedded, sidecar or detached), when it has one: it must verify
+       (else exit 3, as before); ``source`` is ``manifest``.
+    2. Else its watermark (images): the identifier must resolve to this registry's signed record
+       and the content must match the record's perceptual hash (see
+       :mod:`conditioning._soft_binding`); ``source`` is ``watermark``. A confident watermark on
+       other content does not verify (:class:`ProvenanceInvalid`, exit 3).
+    3. Else :class:`ProvenanceMissing` (exit 4): no provenance.
+    """
+    from ._errors import ProvenanceInvalid, ProvenanceMissing
+    from ._provenance import TRAINED_ALGORITHMIC_MEDIA, verify_output
+    from ._soft_binding import read_picture, resolve_watermark
+
+    authority = authority_for(home)
+    try:
+        report = verify_output(path, authority=authority)
+    except ProvenanceMissing:
+        pass
+    else:
+        claim = dict(report.claim)
+        soft = dict(report.soft_binding) if report.soft_binding else None
+        return {"file": path.name, "source": "manifest", "output_id": soft["value"] if soft else None,
+                **_claim_summary(claim), "state": report.state, "trusted": report.trusted,
+                "binding": report.binding, "generator": report.generator, "actions": list(report.actions),
+                "digital_source_type": report.digital_source_type, "signer": report.signer,
+                "soft_binding": soft, "claim": claim}
+    rgb = read_picture(path)
+    if rgb is not None:
+        with transaction(engine_for(home)) as s:
+            res = resolve_watermark(s, rgb, authority)
+        if res.record is not None and res.verified:
+            rec = res.record
+            claim = dict(rec.get("claim") or {})
+            return {"file": path.name, "source": "watermark", "output_id": rec["id"], **_claim_summary(claim),
+                    "state": "Trusted", "trusted": True, "binding": "watermark", "generator": rec.get("generator"),
+                    "actions": [], "digital_source_type": TRAINED_ALGORITHMIC_MEDIA, "signer": None,
+                    "soft_binding": {"alg": rec.get("watermark"), "value": rec["id"]},
+                    "watermark": {**res.detection.as_dict(), "phash_distance": res.distance},
+                    "record_digest": rec.get("digest"), "claim": claim}
+        if res.record is not None:
+            raise ProvenanceInvalid(
+                f"{path.name}: its watermark names output {res.record['id']}, but the content does not match "
+                f"that output's record (perceptual hash {res.distance} bits apart): a copied watermark does "
+                "not verify", codes=("cameo.watermark.mismatch",))
+    raise ProvenanceMissing(f"{path.name}: no provenance: no C2PA manifest, and no watermark of this registry")
+
+
+def _claim_summary(claim: dict[str, Any]) -> dict[str, Any]:
+    return {"cameos": list(claim.get("cameo_ids") or []), "consent_digests": list(claim.get("consent_digests") or []),
+            "tokens": list(claim.get("token_ids") or []), "grants": list(claim.get("grant_ids") or [])}
 

@@ -87,6 +87,7 @@ from conditioning._errors import (
 
 __all__ = [
     "CONSENT_ASSERTION",
+    "SOFT_BINDING_ASSERTION",
     "TRAINED_ALGORITHMIC_MEDIA",
     "ProvenanceAuthority",
     "ProvenanceReport",
@@ -97,6 +98,7 @@ __all__ = [
 ]
 
 CONSENT_ASSERTION = "org.cameo.consent"
+SOFT_BINDING_ASSERTION = "c2pa.soft-binding"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
 ROOT_LIFETIME = dt.timedelta(days=20 * 365 + 5)
@@ -518,14 +520,22 @@ def _builder_types() -> frozenset[str]:
     return _BUILDER_TYPES
 
 
-def _assertions(claim: Mapping[str, Any], generator: str | None) -> list[dict[str, Any]]:
+def _assertions(
+    claim: Mapping[str, Any], generator: str | None, soft_binding: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     action: dict[str, Any] = {"action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA}
     if generator:
         action["softwareAgent"] = {"name": generator}
-    return [
-        {"label": "c2pa.actions", "data": {"actions": [action]}},
-        {"label": CONSENT_ASSERTION, "data": dict(claim)},
-    ]
+    actions = [action]
+    out: list[dict[str, Any]] = []
+    if soft_binding is not None:
+        # the watermark was embedded before signing: the manifest's hash covers the marked pixels
+        actions.append({"action": "c2pa.watermarked", "softwareAgent": {"name": "cameo", "version": _version()},
+                        "parameters": {"alg": soft_binding["alg"]}})
+        out.append({"label": SOFT_BINDING_ASSERTION,
+                    "data": {"alg": soft_binding["alg"], "blocks": [{"scope": {}, "value": soft_binding["value"]}]}})
+    return [{"label": "c2pa.actions", "data": {"actions": actions}}, {"label": CONSENT_ASSERTION, "data": dict(claim)},
+            *out]
 
 
 def _normalise_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
@@ -557,6 +567,7 @@ def sign_output(
     authority: ProvenanceAuthority,
     generator: str | None = None,
     sidecar: bool = False,
+    soft_binding: Mapping[str, str] | None = None,
 ) -> Path:
     """Sign the generated file at ``path`` in place and return ``path``.
 
@@ -566,7 +577,8 @@ def sign_output(
     ``claim["generator"]``). The file is replaced atomically; with ``sidecar=True`` (or for a format
     c2pa cannot sign) the file is left as it is and the manifest goes beside it (see
     :func:`sidecar_path`, :func:`detached_path`). Raises :class:`SigningFailed`; nothing is
-    changed then.
+    changed then. ``soft_binding`` (``{"alg": ..., "value": ...}``) names a watermark already
+    embedded in the file: a ``c2pa.soft-binding`` assertion and a ``c2pa.watermarked`` action.
     """
     p = Path(path)
     body = _normalise_claim(claim)
@@ -581,13 +593,13 @@ def sign_output(
         raise SigningFailed(f"{p.name} is empty")
     mime = _media_type(p, data[:16])
     if mime is None:
-        _sign_detached(p, data, body, agent, authority)
+        _sign_detached(p, data, body, agent, authority, soft_binding)
         return p
 
     manifest = {
         "claim_generator_info": [{"name": "cameo", "version": _version()}],
         "title": p.name,
-        "assertions": _assertions(body, agent),
+        "assertions": _assertions(body, agent, soft_binding),
     }
     try:
         builder = c2pa.Builder(manifest, context=authority._signing_context())
@@ -630,12 +642,13 @@ def _pae(payload_type: str, body: bytes) -> bytes:
 
 
 def _sign_detached(
-    p: Path, data: bytes, claim: dict[str, Any], agent: str | None, authority: ProvenanceAuthority
+    p: Path, data: bytes, claim: dict[str, Any], agent: str | None, authority: ProvenanceAuthority,
+    soft_binding: Mapping[str, str] | None = None,
 ) -> None:
     statement: dict[str, Any] = {
         "asset": {"name": p.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)},
         "claim_generator_info": [{"name": "cameo", "version": _version()}],
-        "assertions": _assertions(claim, agent),
+        "assertions": _assertions(claim, agent, soft_binding),
     }
     body = rfc8785.dumps(statement)
     envelope = {
@@ -683,6 +696,7 @@ class ProvenanceReport:
     signer: str | None
     manifest_label: str | None
     messages: tuple[ValidationMessage, ...]
+    soft_binding: Mapping[str, str] | None = None  # {"alg", "value"} of a c2pa.soft-binding assertion
 
     @property
     def failures(self) -> tuple[ValidationMessage, ...]:
@@ -708,6 +722,7 @@ def _report_from_manifest(
 ) -> ProvenanceReport:
     manifest = manifest or {}
     claim: Mapping[str, Any] = {}
+    soft: Mapping[str, str] | None = None
     actions: list[str] = []
     generator = source_type = None
     for assertion in manifest.get("assertions", []) or []:
@@ -715,6 +730,11 @@ def _report_from_manifest(
         data = assertion.get("data") or {}
         if label == CONSENT_ASSERTION and isinstance(data, dict):
             claim = types.MappingProxyType(data)
+        elif label == SOFT_BINDING_ASSERTION and isinstance(data, dict):
+            blocks = data.get("blocks") or [{}]
+            value = blocks[0].get("value") if isinstance(blocks[0], dict) else None
+            if isinstance(data.get("alg"), str) and isinstance(value, str):
+                soft = types.MappingProxyType({"alg": data["alg"], "value": value})
         elif label == "c2pa.actions" or label.startswith("c2pa.actions.v"):
             for action in data.get("actions", []) or []:
                 actions.append(str(action.get("action")))
@@ -742,6 +762,7 @@ def _report_from_manifest(
         signer=signer,
         manifest_label=manifest.get("label"),
         messages=messages,
+        soft_binding=soft,
     )
 
 

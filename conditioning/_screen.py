@@ -53,14 +53,17 @@ class MediaScan:
 
 
 def scan(paths: Sequence[Path], *, directory: LikenessDirectory, encoders: Encoders,
-         authority: Any = None, names: Sequence[str] | None = None, outputs: bool = False) -> MediaScan:
+         authority: Any = None, names: Sequence[str] | None = None, outputs: bool = False,
+         engine: Any = None) -> MediaScan:
     """Probe each file (recognised by its bytes, never its name) and search what it shows.
 
     A reference that is not recognisable media, or does not decode, is refused
     (:class:`~cameo._errors.MediaError`): what screening cannot look at does not go in. For
     ``outputs``, a file that is not media at all (a sealed export) has no likeness to show and is
     skipped, as is one recognised only by a weak frame-sync pattern that does not decode.
-    ``names`` are the files' names in findings (default: each path's own name)."""
+    ``names`` are the files' names in findings (default: each path's own name). With an
+    ``authority``, each file's cameo provenance is read (its manifest, or with ``engine`` its
+    watermark resolved in the registry: :func:`_provenance_cameos`)."""
     out = MediaScan()
     shown = list(names) if names is not None else [p.name for p in paths]
     best: dict[tuple[str, str, str, str], int] = {}
@@ -95,7 +98,7 @@ def scan(paths: Sequence[Path], *, directory: LikenessDirectory, encoders: Encod
                     elif _closer(hit, out.hits[best[key]][1]):
                         out.hits[best[key]] = (name, hit)
         if authority is not None:
-            out.remixed_cameos += [(name, c) for c in _provenance_cameos(p, authority)
+            out.remixed_cameos += [(name, c) for c in _provenance_cameos(p, authority, engine)
                                    if (name, c) not in out.remixed_cameos]
     return out
 
@@ -104,15 +107,40 @@ def _closer(a: Hit, b: Hit) -> bool:
     return a.score > b.score if a.metric == "cosine" else a.score < b.score
 
 
-def _provenance_cameos(path: Path, authority: Any) -> list[str]:
-    from ._errors import ProvenanceError
+def _provenance_cameos(path: Path, authority: Any, engine: Any = None) -> list[str]:
+    """The cameos a reference was made from, by its provenance: a manifest that verifies, or,
+    when it has none (stripped: re-saved, screenshotted), its watermark resolved to the
+    registry's signed record of that output. Screening errs towards consent: a confident mark
+    that names a record counts even when the content has since drifted from it (pHash too far
+    to *verify* provenance); a weak read counts only when the content matches the record."""
+    from ._errors import ProvenanceError, ProvenanceMissing
     from ._provenance import verify_output
 
     try:
         report = verify_output(path, authority=authority)
+    except ProvenanceMissing:
+        return _watermark_cameos(path, authority, engine) if engine is not None else []
     except ProvenanceError:
         return []
     ids = report.claim.get("cameo_ids") or []
+    return [c for c in ids if isinstance(c, str)]
+
+
+def _watermark_cameos(path: Path, authority: Any, engine: Any) -> list[str]:
+    from ._errors import ProvenanceError
+    from ._soft_binding import read_picture, resolve_watermark
+
+    rgb = read_picture(path)  # a staged copy: recognised by its bytes, whatever its extension
+    if rgb is None:
+        return []
+    try:
+        with transaction(engine) as s:
+            res = resolve_watermark(s, rgb, authority)
+    except ProvenanceError:
+        return []  # a record that does not verify names nobody
+    if res.record is None or not (res.verified or res.detection.present):
+        return []
+    ids = (res.record.get("claim") or {}).get("cameo_ids") or []
     return [c for c in ids if isinstance(c, str)]
 
 
@@ -158,44 +186,104 @@ def findings(result: MediaScan, ids: dict[str, tuple[str, str]], tokens: Sequenc
     return out
 
 
-class Screener:
-    """Holds the directory and encoders for one call; the gate calls it inside its transaction."""
+LIKENESS_VERSION = "likeness_version"
 
-    def __init__(self, engine: Any, vault: Any, encoders: Encoders, authority: Any = None) -> None:
+
+class Screener:
+    """Likeness screening for a gate: the in-memory directory of enrolled templates, the encoders
+    and the provenance authority. The gate calls :meth:`ensure` before its transaction (slow
+    probing, no lock held) and then the screener itself inside the transaction.
+
+    The directory is kept between decisions and reloaded whenever the registry's likeness version
+    (bumped in the transaction of every enrollment, deletion and protected-list entry) has moved:
+    the gate reads that version inside its decision's transaction, and a decision whose scan was
+    made against an older directory is scanned again (``stale``), so an enrollment or deletion
+    committed through any worker or host is in force in the next decision of every other one."""
+
+    def __init__(self, engine: Any, vault: Any, encoders: Encoders, authority: Any = None, *,
+                 staging: Path | None = None) -> None:
         self._engine = engine
         self._vault = vault
         self.encoders = encoders
         self.authority = authority
+        self._staging = staging
         self._directory: LikenessDirectory | None = None
+        self._version: str | None = None
         self.references = MediaScan()
         self._ids: dict[str, tuple[str, str]] = {}
+        self._prepared: tuple[str, str | None] | None = None  # (request digest, version) of the last scan
+
+    def __repr__(self) -> str:
+        return f"Screener({len(self._directory) if self._directory is not None else 'unloaded'})"
 
     @property
     def directory(self) -> LikenessDirectory:
         if self._directory is None:
             with transaction(self._engine) as s:
+                self._version = likeness_version(s)
                 self._directory = LikenessDirectory.load(s, self._vault)
         return self._directory
+
+    def reload(self) -> None:
+        self._directory = None
+        self._prepared = None
 
     def _scan(self, files: Sequence[Path], *, authority: Any, names: Sequence[str] | None = None,
               outputs: bool = False) -> tuple[MediaScan, dict[str, tuple[str, str]]]:
         result = scan(files, directory=self.directory, encoders=self.encoders, authority=authority, names=names,
-                      outputs=outputs)
+                      outputs=outputs, engine=self._engine)
         ids: dict[str, tuple[str, str]] = {}
         if result.hits or result.remixed_cameos:
             with transaction(self._engine) as s:
                 ids = resolve(s, result)
         return result, ids
 
-    def prepare(self, references: Sequence[Any]) -> None:
+    def prepare(self, references: Sequence[Any], *, digest: str | None = None) -> None:
         """Probe the request's references (before the gate's transaction: slow, needs no lock).
 
         ``references`` are the private copies of the bound bytes
         (:meth:`cameo._request.GenerationRequest.stage`); plain paths are accepted too."""
+        self.references, self._ids = MediaScan(), {}
         if references:
             paths = [getattr(r, "path", r) for r in references]
             names = [getattr(r, "name", None) or Path(p).name for r, p in zip(references, paths, strict=True)]
             self.references, self._ids = self._scan(paths, authority=self.authority, names=names)
+        self._prepared = (digest, self._version) if digest is not None else None
+
+    def ensure(self, request: Any) -> None:
+        """Scan ``request``'s bound reference bytes unless this screener already did (for the
+        same request digest, against the current directory)."""
+        if not getattr(request, "references", ()):
+            self.references, self._ids, self._prepared = MediaScan(), {}, (request.digest, None)
+            return
+        _ = self.directory
+        if self._prepared == (request.digest, self._version):
+            return
+        import shutil
+        import tempfile
+
+        from cameo._errors import InvalidRequest, MediaError
+
+        base = self._staging
+        if base is not None:
+            base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="screen-", dir=base))  # 0700
+        try:
+            refs = request.stage(folder / "references")
+            try:
+                self.prepare(refs, digest=request.digest)
+            except MediaError as e:
+                raise InvalidRequest(f"reference {e} (screening refuses what it cannot look at)") from e
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def stale(self, cur: Any, paramstyle: str) -> bool:
+        """Inside the decision's transaction: has the likeness directory moved since the scan?"""
+        if self._prepared is None or self._prepared[1] is None:
+            return False  # nothing was searched (no references)
+        cur.execute(f"SELECT value FROM registry_meta WHERE key = {paramstyle}", (LIKENESS_VERSION,))
+        row = cur.fetchone()
+        return (row[0] if row else None) != self._version
 
     def __call__(self, *, request: Any, tokens: Sequence[PermissionToken], now: Any) -> list[Finding]:
         return findings(self.references, self._ids, tokens, where="reference")
@@ -203,3 +291,37 @@ class Screener:
     def outputs(self, files: Sequence[Path], tokens: Sequence[PermissionToken]) -> list[Finding]:
         result, ids = self._scan(files, authority=None, outputs=True)
         return findings(result, ids, tokens, where="output")
+
+
+def likeness_version(session: Session) -> str | None:
+    from cameo._models import Meta
+
+    row = session.get(Meta, LIKENESS_VERSION)
+    return row.value if row is not None else None
+
+
+class UnsafeNoScreening:
+    """A screener that screens nothing: reference media with someone else's enrolled face pass.
+
+    For tests of the gate's own steps and for generators whose requests can carry no media. The
+    name says what it does, and making one warns (:class:`UnsafeScreeningWarning`)."""
+
+    def __init__(self) -> None:
+        import warnings
+
+        from ._errors import UnsafeScreeningWarning
+
+        warnings.warn("UnsafeNoScreening: this gate does not screen reference media for enrolled likenesses",
+                      UnsafeScreeningWarning, stacklevel=2)
+
+    def __repr__(self) -> str:
+        return "UnsafeNoScreening()"
+
+    def ensure(self, request: Any) -> None:
+        return None
+
+    def stale(self, cur: Any, paramstyle: str) -> bool:
+        return False
+
+    def __call__(self, *, request: Any, tokens: Sequence[PermissionToken], now: Any) -> list[Finding]:
+        return []

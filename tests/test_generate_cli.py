@@ -145,12 +145,12 @@ def test_a_tampered_output_fails_provenance_verification(cli, where):
     assert "error:" in res.stderr
 
 
-def test_a_file_without_provenance_does_not_verify(cli):
+def test_a_file_without_provenance_is_not_found(cli):
     from PIL import Image
 
     Image.new("RGB", (32, 32), (1, 2, 3)).save(cli.dir / "plain.png")
-    err = cli.json("provenance", "verify", "plain.png", code=3)
-    assert err["error_type"] == "ProvenanceMissing"
+    err = cli.json("provenance", "verify", "plain.png", code=4)  # no manifest, no watermark: no provenance
+    assert err["error_type"] == "ProvenanceMissing" and "no provenance" in err["error"]
 
 
 # -- denials: exit 3, nothing written, nothing consumed, the owner sees it -------------------------------
