@@ -201,17 +201,21 @@ def _bare_release(gate, cur, keyring, parsed, raw, is_sqlite, aead, nonce, ct, p
         pk.verify(sig, msg)
         if is_sqlite:
             cur.execute("BEGIN IMMEDIATE")
-        cur.execute(sql.live_locked, (t.jti, "studio-v1", t.grant_id))
+        q = sql.live_locked
+        cur.execute(q.sql, q.args(jti=t.jti, generator="studio-v1", grant_id=t.grant_id))
         row = cur.fetchone()
         # (the consume's WHERE fails on purpose: same statement and index walk, no page change)
-        cur.execute(sql.consume, (row[1] + 1, "0" * 64, t.grant_id, -1, 1 << 30, "2000-01-01T00:00:00Z"))
-        cur.execute(sql.use_once, (t.jti, t.grant_id, "studio-v1", "2000-01-01T00:00:00Z"))
+        q = sql.consume
+        cur.execute(q.sql, q.args(new=row[1] + 1, mac="0" * 64, grant_id=t.grant_id, old=-1, limit=1 << 30,
+                                  stamp="2000-01-01T00:00:00Z"))
+        q = sql.use_once
+        cur.execute(q.sql, q.args(jti=t.jti, grant_id=t.grant_id, generator="studio-v1", stamp="2000-01-01T00:00:00Z"))
         cur.execute(ap._head)
         seq, prev = cur.fetchone()
         cur.execute(ap._insert, (seq + 1, "2000-01-01T00:00:00.000000Z", "bench:bare", None, row[2], _DETAIL, prev,
                                  hashlib.sha256(prev.encode()).hexdigest()))
         cur.execute(ap._advance, (seq + 1, hashlib.sha256(prev.encode()).hexdigest()))
-        cur.execute(sql.templates, (row[12],))
+        cur.execute(sql.templates.sql, (row[12],))
         cur.fetchall()
         for _ in range(3):
             aead.decrypt(nonce, ct, b"aad")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from consent import GENESIS, encode_detail, entry_hash
 
+from ._events import EventTag, Outcome, event_name, outcome_of
 from ._models import AuditEntry, AuditHead
 from ._trust import trust_of
 
@@ -51,15 +52,27 @@ class RawAppender:
     entry and hash as :func:`append`, without SQLAlchemy's per-statement overhead."""
 
     def __init__(self, dialect: str, key: bytes) -> None:
-        self._key = key
-        p = "%s" if dialect == "postgresql" else "?"
-        self._head = "SELECT seq, hash FROM log_head WHERE id = 1" + (" FOR UPDATE" if dialect == "postgresql" else "")
-        self._insert = ("INSERT INTO audit_log (seq, ts, event, actor, subject, detail, prev_hash, hash)"
-                        f" VALUES ({', '.join([p] * 8)})")
-        self._advance = f"UPDATE log_head SET seq = {p}, hash = {p} WHERE id = 1"
+        from sqlalchemy import bindparam, literal_column
 
-    def __call__(self, cur: Any, event: str, *, now: datetime, actor: str | None = None,
-                 subject: str | None = None, detail: dict[str, Any] | None = None) -> int:
+        from ._db import compile_positional
+
+        one = literal_column("1")
+
+        self._key = key
+        head = select(_head_t.c.seq, _head_t.c.hash).where(_head_t.c.id == one)
+        self._head = compile_positional(head.with_for_update() if dialect == "postgresql" else head, dialect).sql
+        cols = ("seq", "ts", "event", "actor", "subject", "detail", "prev_hash", "hash")
+        ins = compile_positional(insert(_log_t).values({c: bindparam(c) for c in cols}), dialect)
+        assert ins.order == cols
+        self._insert = ins.sql
+        adv = compile_positional(update(_head_t).where(_head_t.c.id == one)
+                                 .values(seq=bindparam("seq"), hash=bindparam("hash")), dialect)
+        assert adv.order == ("seq", "hash")
+        self._advance = adv.sql
+
+    def __call__(self, cur: Any, event: EventTag | str, *, now: datetime, outcome: Outcome | None = None,
+                 actor: str | None = None, subject: str | None = None, detail: dict[str, Any] | None = None) -> int:
+        event = event_name(event, outcome)
         cur.execute(self._head)
         seq0, prev = cur.fetchone()
         seq, stamp, body = seq0 + 1, ts(now), encode_detail(detail or {})
@@ -70,11 +83,13 @@ class RawAppender:
         return seq
 
 
-def append(session: Any, event: str, *, now: datetime, actor: str | None = None, subject: str | None = None,
-           detail: dict[str, Any] | None = None) -> int:
+def append(session: Any, event: EventTag | str, *, now: datetime, outcome: Outcome | None = None,
+           actor: str | None = None, subject: str | None = None, detail: dict[str, Any] | None = None) -> int:
     """Append one entry; returns its sequence number. Serialised by the head row's lock.
 
+    ``event`` is an :class:`EventTag` (the outcome, if any, a field: stored as ``tag:outcome``).
     ``session`` is an ORM Session or a Core Connection of the caller's transaction."""
+    event = event_name(event, outcome)
     key = trust_of(session).audit_key
     conn = session.connection() if isinstance(session, Session) else session
     seq0, prev = conn.execute(_HEAD).one()
@@ -133,5 +148,6 @@ def verify_chain(session: Session) -> ChainReport:
 
 def entries_for(session: Session, subject: str) -> list[dict[str, Any]]:
     rows = session.execute(select(AuditEntry).where(AuditEntry.subject == subject).order_by(AuditEntry.seq)).scalars()
-    return [{"seq": r.seq, "ts": r.ts, "event": r.event, "actor": r.actor, "detail": json.loads(r.detail)}
+    return [{"seq": r.seq, "ts": r.ts, "event": r.event, "outcome": outcome_of(r.event), "actor": r.actor,
+             "detail": json.loads(r.detail)}
             for r in rows]

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from consent import ConsentRecord, KeyMismatch, TemplateCommitment, digest, fmt_time, parse_time
 
 from . import _audit as audit
+from ._events import EventTag, Outcome
 from ._errors import AgeNotAttested, AlreadyEnrolled, BadInput, NotEnrolled
 from ._models import Account, Cameo, Protected, Template
 from ._registry import account_key, bump_likeness_version, get_account, live_consent, revoke_grants
@@ -89,7 +90,7 @@ def seal_cameo(session: Session, vault: Vault, *, owner: Account, consent_bytes:
                              samples=t.samples, quality=json.dumps(t.quality, sort_keys=True, default=float),
                              created_at=fmt_time(now)))
     bump_likeness_version(session)
-    audit.append(session, "cameo:enroll", now=now, actor=owner.id, subject=owner.id,
+    audit.append(session, EventTag.CAMEO_ENROLL, now=now, actor=owner.id, subject=owner.id,
                  detail={"cameo": cameo_id, "consent": record.id, "consent_digest": record.digest,
                          "templates": [t.commitment().as_dict() for t in templates]})
     session.flush()
@@ -149,7 +150,7 @@ def delete_cameo(session: Session, handle: str, *, now: datetime, reason: str = 
     acc, cameo = cameo_of(session, handle)
     revoked = revoke_grants(session, acc, grant_id=None, stamp=fmt_time(now))
     removed = _destroy(session, cameo)
-    audit.append(session, "cameo:delete", now=now, actor=acc.id if reason == "owner" else None, subject=acc.id,
+    audit.append(session, EventTag.CAMEO_DELETE, now=now, actor=acc.id if reason == "owner" else None, subject=acc.id,
                  detail={"cameo": cameo.id, "consent_digest": cameo.consent_digest, "templates_destroyed": len(removed),
                          "grants_revoked": revoked, "reason": reason})
     return {"handle": handle, "cameo_id": cameo.id, "templates_destroyed": len(removed), "grants_revoked": revoked}
@@ -186,7 +187,7 @@ def add_protected(session: Session, vault: Vault, *, label: str, template: Templ
                               "protected", _protected_statement(pid, label, template.modality, template.encoder_id,
                                                                 wrapped, nonce, ct))))
     bump_likeness_version(session)
-    audit.append(session, "registry:protected:add", now=now, detail={"id": pid, "modality": template.modality,
+    audit.append(session, EventTag.REGISTRY_PROTECTED_ADD, now=now, detail={"id": pid, "modality": template.modality,
                                                                       "encoder": template.encoder_id})
     return pid
 

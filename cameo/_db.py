@@ -25,7 +25,7 @@ import weakref
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -169,3 +169,29 @@ def require_schema(engine: Engine) -> None:
             raise NotInitialised("no cameo registry in this database: run `cameo init` first")
     except SQLAlchemyError as e:
         raise DatabaseError(f"cannot open the database ({type(e).__name__})") from e
+
+
+class Stmt(NamedTuple):
+    """A statement compiled once for the driver (its parameters positional, in ``order``)."""
+
+    sql: str
+    order: tuple[str, ...]
+
+    def args(self, **values: Any) -> tuple[Any, ...]:
+        return tuple(values[k] for k in self.order)
+
+
+def compile_positional(stmt: Any, dialect_name: str) -> Stmt:
+    """Compile a Core statement built from the table definitions in ``cameo._models`` to the
+    driver's SQL with positional parameters: the hot path runs it on the DB-API cursor without
+    SQLAlchemy's per-statement layers, but its table and column names come from one place."""
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import psycopg
+
+        dialect: Any = psycopg.dialect(paramstyle="format")
+    else:
+        from sqlalchemy.dialects import sqlite
+
+        dialect = sqlite.dialect(paramstyle="qmark")
+    c = stmt.compile(dialect=dialect)
+    return Stmt(str(c), tuple(c.positiontup or ()))

@@ -38,6 +38,7 @@ from consent import (
 )
 
 from . import _audit as audit
+from ._events import EventTag, Outcome
 from ._errors import DuplicateDocument, DuplicateHandle, InvalidDuration, UnknownAccount, UnknownGenerator, UnknownGrant
 from ._home import check_handle
 from ._models import Account, Cameo, Follow, Generator, GrantRow, Meta, RegistryKey, RevocationRow
@@ -72,15 +73,15 @@ def initialise(session: Session, *, token_key: VerifyKey, binding_key: VerifyKey
     if meta is None:
         meta = Meta(key="registry_id", value=f"cameo-registry-{uuid.uuid4().hex[:12]}")
         session.add(meta)
-        audit.append(session, "registry:init", now=now, detail={"registry_id": meta.value})
+        audit.append(session, EventTag.REGISTRY_INIT, now=now, detail={"registry_id": meta.value})
     if session.get(RegistryKey, token_key.key_id) is None:
         session.add(RegistryKey(kid=token_key.key_id, purpose="token", public_key=token_key.raw, status="active",
                                 created_at=fmt_time(now)))
-        audit.append(session, "registry:key:add", now=now, detail={"kid": token_key.key_id, "purpose": "token"})
+        audit.append(session, EventTag.REGISTRY_KEY_ADD, now=now, detail={"kid": token_key.key_id, "purpose": "token"})
     if session.get(RegistryKey, binding_key.key_id) is None:
         session.add(RegistryKey(kid=binding_key.key_id, purpose="binding", public_key=binding_key.raw,
                                 status="active", created_at=fmt_time(now)))
-        audit.append(session, "registry:key:add", now=now, detail={"kid": binding_key.key_id, "purpose": "binding"})
+        audit.append(session, EventTag.REGISTRY_KEY_ADD, now=now, detail={"kid": binding_key.key_id, "purpose": "binding"})
     if session.get(Generator, "studio-v1") is None:
         register_generator(session, "studio-v1", adapter="demo", config={}, public_key=None, now=now)
     session.flush()
@@ -131,7 +132,7 @@ def create_account(session: Session, handle: str, public_key: VerifyKey, *, now:
                   created_at=fmt_time(now), binding=trust_of(session).bind_account(aid, handle, public_key.raw))
     session.add(acc)
     session.flush()
-    audit.append(session, "account:create", now=now, actor=acc.id, subject=acc.id,
+    audit.append(session, EventTag.ACCOUNT_CREATE, now=now, actor=acc.id, subject=acc.id,
                  detail={"key_id": public_key.key_id})
     return acc
 
@@ -150,7 +151,7 @@ def follow(session: Session, data: bytes, *, now: datetime) -> FollowDoc:
     row = session.get(Follow, (a.id, b.id))
     if row is None:
         session.add(Follow(follower_id=a.id, followee_id=b.id, created_at=fmt_time(now), envelope=data))
-        audit.append(session, "account:follow", now=now, actor=a.id, subject=b.id,
+        audit.append(session, EventTag.ACCOUNT_FOLLOW, now=now, actor=a.id, subject=b.id,
                      detail={"followee": b.id, "digest": doc.digest})
     return doc
 
@@ -190,7 +191,7 @@ def register_generator(session: Session, gen_id: str, *, adapter: str, config: d
                   binding=trust_of(session).sign_binding(
                       "generator", trust_of(session).generator_statement(gen_id, adapter, cfg, public_key)))
     session.add(g)
-    audit.append(session, "registry:generator:add", now=now, detail={"generator": gen_id, "adapter": adapter})
+    audit.append(session, EventTag.REGISTRY_GENERATOR_ADD, now=now, detail={"generator": gen_id, "adapter": adapter})
     return g
 
 
@@ -252,7 +253,7 @@ def revoke_grants(session: Session, owner: Account, *, grant_id: str | None, sta
 
 def integrity_alert(session: Session, *, now: datetime, subject: str | None, what: str, detail: dict[str, Any]) -> None:
     """Record that a row did not verify (written with the denial it caused)."""
-    audit.append(session, "registry:integrity:alert", now=now, subject=subject, detail={"what": what, **detail})
+    audit.append(session, EventTag.REGISTRY_INTEGRITY_ALERT, now=now, subject=subject, detail={"what": what, **detail})
 
 
 def submit_grant(session: Session, data: bytes, *, now: datetime) -> Grant:
@@ -284,7 +285,7 @@ def submit_grant(session: Session, data: bytes, *, now: datetime) -> Grant:
                          generators=json.dumps(list(grant.generators)), not_after=fmt_time(grant.not_after),
                          max_uses=grant.max_uses, uses=0, revoked_at=None, created_at=fmt_time(now),
                          state_mac=trust_of(session).grant_mac(grant.id, grant.digest, owner.id, grantee.id, 0, None)))
-    audit.append(session, "consent:grant:create", now=now, actor=owner.id, subject=owner.id,
+    audit.append(session, EventTag.CONSENT_GRANT_CREATE, now=now, actor=owner.id, subject=owner.id,
                  detail={"grant": grant.id, "digest": grant.digest, "grantee": grantee.id,
                          "generators": list(grant.generators), "max_uses": grant.max_uses,
                          "not_after": fmt_time(grant.not_after)})
@@ -304,7 +305,7 @@ def submit_revocation(session: Session, data: bytes, *, now: datetime) -> dict[s
         if row is None or row.owner_id != owner.id:
             raise UnknownGrant(f"{owner.handle} has no grant {rev.target[:64]!r}")
         revoked = revoke_grants(session, owner, grant_id=row.id, stamp=stamp)
-        event = "consent:grant:revoke"
+        event = EventTag.CONSENT_GRANT_REVOKE
     else:
         revoked = revoke_grants(session, owner, grant_id=None, stamp=stamp)
         cameo = session.execute(select(Cameo).where(Cameo.account_id == owner.id)).scalar_one_or_none()
@@ -312,7 +313,7 @@ def submit_revocation(session: Session, data: bytes, *, now: datetime) -> dict[s
             cameo.status = "withdrawn"
             cameo.state_mac = trust_of(session).cameo_mac(cameo.id, owner.id, "withdrawn", cameo.consent_digest)
             bump_likeness_version(session)
-        event = "consent:withdraw"
+        event = EventTag.CONSENT_WITHDRAW
     session.add(RevocationRow(id=rev.id, owner_id=owner.id, scope=rev.scope, target=rev.target, envelope=data,
                               created_at=stamp))
     audit.append(session, event, now=now, actor=owner.id, subject=owner.id,
@@ -402,7 +403,7 @@ def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: d
                               "grantee": grantee.id}
     if reasons:
         detail["reasons"] = [r.as_dict() for r in reasons]
-        audit.append(session, "token:mint:denied", now=now, actor=grantee.id, subject=owner.id, detail=detail)
+        audit.append(session, EventTag.TOKEN_MINT, outcome=Outcome.DENIED, now=now, actor=grantee.id, subject=owner.id, detail=detail)
         return Minted(denied=Denied(tuple(reasons)))
     assert chosen is not None
     row, grant = chosen
@@ -411,7 +412,7 @@ def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: d
                                request_digest=req.request_digest, purpose=req.purpose, modalities=grant.modalities,
                                now=now, ttl=ttl)
     detail.update({"token": claims.jti, "grant": grant.id, "expires": fmt_time(claims.expires)})
-    audit.append(session, "token:mint", now=now, actor=grantee.id, subject=owner.id, detail=detail)
+    audit.append(session, EventTag.TOKEN_MINT, outcome=Outcome.ALLOWED, now=now, actor=grantee.id, subject=owner.id, detail=detail)
     return Minted(token=token, claims=claims)
 
 
@@ -419,7 +420,7 @@ def _deny_tampered(session: Session, req: TokenRequest, owner: Account, grantee:
                    now: datetime) -> Minted:
     reasons = e.reasons
     integrity_alert(session, now=now, subject=owner.id, what="token:mint", detail={"reason": str(e)})
-    audit.append(session, "token:mint:denied", now=now, actor=grantee.id, subject=owner.id,
+    audit.append(session, EventTag.TOKEN_MINT, outcome=Outcome.DENIED, now=now, actor=grantee.id, subject=owner.id,
                  detail={"request": req.id, "generator": req.generator, "request_digest": req.request_digest,
                          "grantee": grantee.id, "reasons": [r.as_dict() for r in reasons]})
     return Minted(denied=Denied(tuple(reasons)))
@@ -435,7 +436,7 @@ def _deny_unproven(session: Session, request_data: bytes, grantee: Account, *, n
         raise MalformedDocument("the token request names no owner")
     owner = get_account(session, named)
     reasons = (Reason("request.signature", "the token request is not signed by the grantee's key on file"),)
-    audit.append(session, "token:mint:denied", now=now, actor=None, subject=owner.id,
+    audit.append(session, EventTag.TOKEN_MINT, outcome=Outcome.DENIED, now=now, actor=None, subject=owner.id,
                  detail={"grantee": grantee.id, "reasons": [r.as_dict() for r in reasons]})
     return Minted(denied=Denied(reasons))
 

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from conditioning._bundle import ConditioningBundle, _issue_bundle
+from consent import pae
 from conditioning._errors import (
     AdapterMismatch,
     AdapterUnavailable,
@@ -733,9 +734,9 @@ _MAX_SKEW = timedelta(minutes=5)
 
 
 def _pae(body: bytes) -> bytes:
-    """DSSE pre-authentication encoding: a signature over this never verifies as another type."""
-    tag = SEALED_FORMAT.encode()
-    return b"DSSEv1 %d %s %d %s" % (len(tag), tag, len(body), body)
+    """DSSE pre-authentication encoding under the sealed format's tag (consent's one PAE): a
+    signature over this never verifies as another type."""
+    return pae(SEALED_FORMAT, body)
 
 
 def _epoch(now: datetime) -> int:

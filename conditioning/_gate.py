@@ -47,7 +47,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from cameo._audit import RawAppender
-from cameo._db import DatabaseError
+from cameo._db import DatabaseError, compile_positional as _compile
+from cameo._events import EventTag, Outcome
 from cameo._errors import Reason
 from cameo._request import GenerationRequest
 from cameo._errors import VaultError
@@ -59,33 +60,51 @@ from ._errors import GateDenied, ScreeningDenied
 MAX_CAMEOS_PER_CALL = 2
 
 class _Sql:
-    """The hot path's statements, as plain SQL run on the DB-API cursor of the decision's own
-    transaction: SQLAlchemy's per-statement overhead (~50-100 us) would otherwise cost more than
-    the signature check. Same statements on SQLite and PostgreSQL but for the parameter style
-    and PostgreSQL's row lock on the audit head."""
+    """The hot path's statements, built from the models' table definitions and compiled once per
+    dialect: SQLAlchemy's per-statement overhead (~50-100 us) would otherwise cost more than the
+    signature check."""
 
     def __init__(self, dialect: str) -> None:
-        p = "%s" if dialect == "postgresql" else "?"
-        self.live = (
-            "SELECT g.revoked_at, g.uses, g.owner_id, g.grantee_id, g.envelope, g.digest, g.state_mac,"
-            " o.handle, o.key_id, o.public_key, o.binding, e.handle,"
-            " c.id, c.status, c.consent_envelope, c.consent_digest, c.state_mac, c.wrapped_dek,"
-            f" (SELECT 1 FROM token_uses WHERE jti = {p}), (SELECT 1 FROM generators WHERE id = {p})"
-            " FROM grants g JOIN accounts o ON o.id = g.owner_id JOIN accounts e ON e.id = g.grantee_id"
-            f" LEFT JOIN cameos c ON c.account_id = g.owner_id WHERE g.id = {p}")
+        from sqlalchemy import bindparam, literal_column, select, update
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        from cameo._models import Account, Cameo, Follow, Generator, GrantRow, Template, TokenUse
+
+        g, c, t, tu, gen, f = (GrantRow.__table__, Cameo.__table__, Template.__table__, TokenUse.__table__,
+                               Generator.__table__, Follow.__table__)
+        o, e = Account.__table__.alias("o"), Account.__table__.alias("e")
+        used = select(literal_column("1")).where(tu.c.jti == bindparam("jti")).scalar_subquery()
+        known = select(literal_column("1")).where(gen.c.id == bindparam("generator")).scalar_subquery()
+        live = (select(g.c.revoked_at, g.c.uses, g.c.owner_id, g.c.grantee_id, g.c.envelope, g.c.digest,
+                       g.c.state_mac, o.c.handle, o.c.key_id, o.c.public_key, o.c.binding, e.c.handle,
+                       c.c.id, c.c.status, c.c.consent_envelope, c.c.consent_digest, c.c.state_mac, c.c.wrapped_dek,
+                       used, known)
+                .select_from(g.join(o, o.c.id == g.c.owner_id).join(e, e.c.id == g.c.grantee_id)
+                             .outerjoin(c, c.c.account_id == g.c.owner_id))
+                .where(g.c.id == bindparam("grant_id")))
+        self.live = _compile(live, dialect)
         # a release reads the grant row under its row lock (PostgreSQL), so the use count it read is
         # the one it replaces; SQLite's BEGIN IMMEDIATE already serialises every writer
-        self.live_locked = self.live + (" FOR UPDATE OF g" if dialect == "postgresql" else "")
+        self.live_locked = _compile(live.with_for_update(of=g) if dialect == "postgresql" else live, dialect)
         # compare-and-set: the new count and its MAC replace exactly the state that was verified
         # (the signed use limit and the expiry are checked again here, as a last line)
-        self.consume = (f"UPDATE grants SET uses = {p}, state_mac = {p} WHERE id = {p} AND uses = {p}"
-                        f" AND uses < {p} AND revoked_at IS NULL AND not_after > {p}")
-        self.follows = (f"SELECT f.envelope, a.id, a.handle, a.key_id, a.public_key, a.binding FROM follows f"
-                        f" JOIN accounts a ON a.id = f.follower_id WHERE (f.follower_id = {p} AND f.followee_id = {p})"
-                        f" OR (f.follower_id = {p} AND f.followee_id = {p})")
-        self.use_once = (f"INSERT INTO token_uses (jti, grant_id, generator, used_at) VALUES ({p}, {p}, {p}, {p})"
-                         " ON CONFLICT (jti) DO NOTHING")
-        self.templates = f"SELECT modality, encoder_id, nonce, ciphertext FROM templates WHERE cameo_id = {p}"
+        self.consume = _compile(
+            update(g).where(g.c.id == bindparam("grant_id"), g.c.uses == bindparam("old"),
+                            g.c.uses < bindparam("limit"), g.c.revoked_at.is_(None),
+                            g.c.not_after > bindparam("stamp"))
+            .values(uses=bindparam("new"), state_mac=bindparam("mac")), dialect)
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(tu)
+        self.use_once = _compile(
+            ins.values(jti=bindparam("jti"), grant_id=bindparam("grant_id"), generator=bindparam("generator"),
+                       used_at=bindparam("stamp")).on_conflict_do_nothing(index_elements=[tu.c.jti]), dialect)
+        self.templates = _compile(select(t.c.modality, t.c.encoder_id, t.c.nonce, t.c.ciphertext)
+                                  .where(t.c.cameo_id == bindparam("cameo_id")), dialect)
+        a = Account.__table__
+        self.follows = _compile(
+            select(f.c.envelope, a.c.id, a.c.handle, a.c.key_id, a.c.public_key, a.c.binding)
+            .select_from(f.join(a, a.c.id == f.c.follower_id))
+            .where(((f.c.follower_id == bindparam("a")) & (f.c.followee_id == bindparam("b")))
+                   | ((f.c.follower_id == bindparam("b")) & (f.c.followee_id == bindparam("a")))), dialect)
 
 
 class Live(NamedTuple):
@@ -172,7 +191,7 @@ def notify(append: Callable[..., Any], findings: Sequence[Any], *, generator_id:
     ``append(event, now=, subject=, detail=)`` writes an audit entry in the caller's transaction."""
     for f in findings:
         if f.subject is not None:
-            append("screen:match:denied", now=now, subject=f.subject,
+            append(EventTag.SCREEN_MATCH, outcome=Outcome.DENIED, now=now, subject=f.subject,
                          detail={"generator": generator_id, "request_digest": request.digest,
                                  "reasons": [f.reason.as_dict()], **f.detail})
 
@@ -311,7 +330,8 @@ class Gate:
         from consent import ConsentError, Follow
         from cameo._trust import IntegrityError
 
-        cur.execute(self._sql.follows, (live.owner_id, live.grantee_id, live.grantee_id, live.owner_id))
+        q = self._sql.follows
+        cur.execute(q.sql, q.args(a=live.owner_id, b=live.grantee_id))
         seen = set()
         for env, aid, handle, kid, pub, binding in cur.fetchall():
             if env is None:
@@ -330,7 +350,8 @@ class Gate:
         tok = parsed.token
         if tok is None:
             return parsed
-        cur.execute(self._sql.live_locked if lock else self._sql.live, (tok.jti, generator_id, tok.grant_id))
+        q = self._sql.live_locked if lock else self._sql.live
+        cur.execute(q.sql, q.args(jti=tok.jti, generator=generator_id, grant_id=tok.grant_id))
         row = cur.fetchone()
         if row is None:
             return TokenVerdict(parsed.index, tok, parsed.reasons + (
@@ -419,10 +440,10 @@ class Gate:
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
 
-    def _audit(self, cur: Any, event: str, decision: GateDecision, *, generator_id: str,
+    def _audit(self, cur: Any, event: EventTag, decision: GateDecision, *, generator_id: str,
                request: GenerationRequest, now: datetime) -> None:
         allowed = decision.allowed
-        event += ":allowed" if allowed else ":denied"
+        outcome = Outcome.ALLOWED if allowed else Outcome.DENIED
         all_reasons = None if allowed else [r.as_dict() for r in decision.reasons]
         for v in decision.verdicts:
             detail: dict[str, Any] = {"generator": generator_id, "request_digest": request.digest}
@@ -433,17 +454,17 @@ class Gate:
                 detail["reasons"] = [r.as_dict() for r in v.reasons] or all_reasons
             else:
                 detail["reasons"] = []
-            self._append(cur, event, now=now, subject=v.live.owner_id if v.live is not None else None,
-                         detail=detail)
-        if not decision.verdicts:
-            self._append(cur, event + ":denied", now=now,
+            self._append(cur, event, outcome=outcome, now=now,
+                         subject=v.live.owner_id if v.live is not None else None, detail=detail)
+        if not decision.verdicts:  # no token at all: one entry for the call
+            self._append(cur, event, outcome=Outcome.DENIED, now=now,
                          detail={"generator": generator_id, "reasons": [r.as_dict() for r in decision.reasons]})
         for v in decision.verdicts:  # a row that did not verify: an alert of its own, for the operator and owner
             for r in v.reasons:
                 if r.code == "state.tampered" or r.code == "vault.integrity":
-                    self._append(cur, "registry:integrity:alert", now=now,
+                    self._append(cur, EventTag.REGISTRY_INTEGRITY_ALERT, now=now,
                                  subject=v.live.owner_id if v.live is not None else None,
-                                 detail={"what": event, "grant_id": v.token.grant_id if v.token else None,
+                                 detail={"what": str(event), "grant_id": v.token.grant_id if v.token else None,
                                          "reason": r.message})
 
     def _parse_all(self, tokens: Sequence[str], *, generator_id: str, request: GenerationRequest,
@@ -512,7 +533,7 @@ class Gate:
             with self._txn() as (_, cur):
                 decision, found = self._judge(cur, parsed, generator_id=generator_id, request=request, now=now,
                                               lock=False)
-                self._audit(cur, "gate:check", decision, generator_id=generator_id, request=request, now=now)
+                self._audit(cur, EventTag.GATE_CHECK, decision, generator_id=generator_id, request=request, now=now)
                 notify(lambda *a, **k: self._append(cur, *a, **k), found, generator_id=generator_id,
                        request=request, now=now)
             return decision
@@ -525,10 +546,13 @@ class Gate:
         assert v.token is not None and v.live is not None
         live, uses = v.live, v.live.uses + 1
         mac = self._trust.grant_mac(v.token.grant_id, live.digest, live.owner_id, live.grantee_id, uses, None)
-        cur.execute(self._sql.consume, (uses, mac, v.token.grant_id, live.uses, v.grant.max_uses, stamp))
+        q = self._sql.consume
+        cur.execute(q.sql, q.args(new=uses, mac=mac, grant_id=v.token.grant_id, old=live.uses,
+                                  limit=v.grant.max_uses, stamp=stamp))
         if cur.rowcount != 1:
             return Reason("grant.race", "the grant was revoked or used up while this call was being decided")
-        cur.execute(self._sql.use_once, (v.token.jti, v.token.grant_id, generator_id, stamp))
+        q = self._sql.use_once
+        cur.execute(q.sql, q.args(jti=v.token.jti, grant_id=v.token.grant_id, generator=generator_id, stamp=stamp))
         if cur.rowcount != 1:
             return Reason("token.used", "the token was already used")
         return None
@@ -560,7 +584,7 @@ class Gate:
                     except VaultError as e:  # a template or key that does not open: tampered or moved
                         raise _Denial(GateDecision(decision.verdicts, decision.extra + (
                             Reason("vault.integrity", f"the cameo's templates do not decrypt ({e})"),))) from None
-                self._audit(cur, "gate:release", decision, generator_id=generator_id, request=request, now=now)
+                self._audit(cur, EventTag.GATE_RELEASE, decision, generator_id=generator_id, request=request, now=now)
             return decision, items
 
         try:
@@ -569,7 +593,7 @@ class Gate:
             # the denial changes nothing but the log: record it in a transaction of its own, durably,
             # before the caller hears about it
             with self._txn() as (conn, cur):
-                self._audit(cur, "gate:release", d.decision, generator_id=generator_id, request=request, now=now)
+                self._audit(cur, EventTag.GATE_RELEASE, d.decision, generator_id=generator_id, request=request, now=now)
                 notify(lambda *a, **k: self._append(cur, *a, **k), d.findings, generator_id=generator_id,
                        request=request, now=now)
             self._local.last = d.decision
@@ -592,7 +616,7 @@ class Gate:
                                 "grant_id": v.token.grant_id, "token_id": v.token.jti}
         if live.cameo_id is None or self._vault is None:
             return item
-        cur.execute(self._sql.templates, (live.cameo_id,))
+        cur.execute(self._sql.templates.sql, (live.cameo_id,))
         rows = cur.fetchall()
         key = self._vault.data_key(bytes(live.wrapped_dek) if live.wrapped_dek is not None else None, live.cameo_id)
         for modality, encoder_id, nonce, ct in rows:

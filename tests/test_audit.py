@@ -211,7 +211,7 @@ def test_the_report_is_json_ready(logged):
 def test_an_append_is_part_of_the_callers_transaction(registry):
     n = registry.count("audit_log")
     with pytest.raises(RuntimeError), registry.session() as s:
-        audit.append(s, "test:event", now=registry.now, detail={"x": 1})
+        audit.append(s, "registry:key:add", now=registry.now, detail={"x": 1})
         raise RuntimeError("the change it describes failed")
     assert registry.count("audit_log") == n
     assert registry.verify_chain().ok
@@ -219,15 +219,15 @@ def test_an_append_is_part_of_the_callers_transaction(registry):
 
 def test_the_raw_appender_writes_the_same_chain(registry):
     with registry.session() as s:
-        audit.append(s, "test:orm", now=registry.now, actor="a", detail={"k": "v"})
+        audit.append(s, "registry:key:add", now=registry.now, actor="a", detail={"k": "v"})
         cur = s.connection().connection.driver_connection.cursor()
-        audit.RawAppender(registry.dialect, registry.home.trust().audit_key)(cur, "test:raw", now=registry.now, subject="s", detail={"k": "\u00e9"})
-        audit.append(s, "test:orm", now=registry.now)
+        audit.RawAppender(registry.dialect, registry.home.trust().audit_key)(cur, "registry:key:add", now=registry.now, subject="s", detail={"k": "\u00e9"})
+        audit.append(s, "registry:key:add", now=registry.now)
     rep = registry.verify_chain()
     assert rep.ok
     with registry.session() as s:
         raw = [e for e in audit.entries_for(s, "s")]
-    assert raw[0]["event"] == "test:raw" and raw[0]["detail"] == {"k": "\u00e9"}
+    assert raw[0]["event"] == "registry:key:add" and raw[0]["detail"] == {"k": "\u00e9"}
 
 
 def test_usage_lists_the_owners_entries_denials_included(registry):
@@ -236,7 +236,7 @@ def test_usage_lists_the_owners_entries_denials_included(registry):
     registry.gate().check(registry.request("other"), tok, generator_id=GENERATOR, now=registry.now)
     u = registry.usage("alice")
     events = [e["event"] for e in u["entries"]]
-    assert events == ["account:create", "consent:grant:create", "token:mint", "gate:check:denied"]
+    assert events == ["account:create", "consent:grant:create", "token:mint:allowed", "gate:check:denied"]
     assert u["denied"] == 1 and u["count"] == 4
     assert u["entries"][1]["detail"]["grant"] == g.id
     # bob's log has his own account only: he is the actor of the mint, not its subject
@@ -263,3 +263,21 @@ def test_entry_timestamps_are_utc_with_microseconds_whatever_the_zone_given():
     t = datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=_tz.utc)
     assert ts(t) == "2026-03-04T05:06:07.000089Z"
     assert ts(t.astimezone(_tz(_td(hours=-7)))) == "2026-03-04T05:06:07.000089Z"
+
+
+def test_event_names_are_typed_tags_with_the_outcome_a_field(registry):
+    from cameo._events import EventTag, Outcome, event_name, outcome_of
+
+    assert event_name(EventTag.GATE_RELEASE, Outcome.DENIED) == "gate:release:denied"
+    assert outcome_of("gate:release:denied") == "denied" and outcome_of("cameo:enroll") is None
+    with pytest.raises(ValueError):
+        event_name("gate:check:denied", Outcome.DENIED)  # the old "gate:check:denied:denied"
+    with registry.session() as s, pytest.raises(ValueError):
+        audit.append(s, "made:up", now=registry.now)
+
+
+def test_a_call_without_tokens_is_logged_once_as_denied(registry):
+    registry.gate().check(registry.request(), [], generator_id=GENERATOR, now=registry.now)
+    with registry.engine.connect() as conn:
+        last = conn.execute(text("SELECT event FROM audit_log ORDER BY seq DESC LIMIT 1")).scalar()
+    assert last == "gate:check:denied"

@@ -101,7 +101,7 @@ def test_every_command_prints_one_json_object(cli, tmp_path):
     assert c["allowed"] is True and c["tokens"][0]["token_id"] == t["token_id"]
     u = cli.json("usage", "alice")
     assert u["handle"] == "alice" and u["denied"] == 0
-    assert [e["event"] for e in u["entries"]][-3:] == ["consent:grant:create", "token:mint", "gate:check:allowed"]
+    assert [e["event"] for e in u["entries"]][-3:] == ["consent:grant:create", "token:mint:allowed", "gate:check:allowed"]
     assert t["token"] not in json.dumps(u)
     rv = cli.json("revoke", "alice", "--grant", g["grant_id"])
     assert rv["revoked_grants"] == [g["grant_id"]]

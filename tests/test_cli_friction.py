@@ -153,7 +153,7 @@ def test_usage_names_grantee_generator_and_output_digest(registry: Registry, req
                               "outputs": [digest]})
     entries = run_json("usage", "alice")["entries"]
     uses = [e for e in entries if e["token_id"] == tok["token_id"]]
-    assert {e["event"] for e in uses} >= {"token:mint", "gate:output"} and len(uses) >= 3
+    assert {e["event"] for e in uses} >= {"token:mint:allowed", "gate:output"} and len(uses) >= 3
     assert all(e["grantee"] == "bob" and e["generator"] == GENERATOR for e in uses)
     assert all(e["outputs"] == [digest] for e in uses if "release" in e["event"] or e["event"] == "gate:output")
     grant_entry = next(e for e in entries if e["event"] == "consent:grant:create")

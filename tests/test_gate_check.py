@@ -394,7 +394,7 @@ def test_mint_binds_the_token_to_grant_generator_request_and_grantee(scene):
     assert (c.owner, c.grantee, c.audience, c.grant_id, c.request_digest, c.purpose) == (
         "alice", "bob", GENERATOR, scene.grants["alice"], req.digest, "generate")
     assert c.expires - c.issued_at == timedelta(minutes=2) and c.issued_at == scene.now
-    assert [e["event"] for e in scene.usage("alice")["entries"]][-1] == "token:mint"
+    assert [e["event"] for e in scene.usage("alice")["entries"]][-1] == "token:mint:allowed"
     assert minted.token not in str(scene.usage("alice"))  # the log keeps the token id, never the token
 
 

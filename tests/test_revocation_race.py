@@ -183,7 +183,17 @@ def _revoke_while_running(pool: Pool, r: Any, grant_id: str, *, before: int, aft
     return t_begin, t_commit
 
 
+def _enrolled(registry: Any) -> None:
+    """alice has a cameo (a check, like a release, is denied for a likeness that does not exist)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    registry.enroll("alice", {"face": rng.standard_normal(128).astype("<f4"),
+                              "voice": rng.standard_normal(256).astype("<f4")})
+
+
 def test_no_check_that_starts_after_the_revocation_commits_is_allowed(registry, workers):
+    _enrolled(registry)
     g = registry.grant(max_uses=5)
     token = registry.token()
     jobs = workers.launch(check_loop, [((registry.url, str(registry.home.path)), token, registry.now.isoformat())] * N_WORKERS)
@@ -205,6 +215,7 @@ def test_no_check_that_starts_after_the_revocation_commits_is_allowed(registry, 
 
 
 def test_no_release_that_starts_after_the_revocation_commits_is_allowed(registry, workers):
+    _enrolled(registry)
     g = registry.grant(max_uses=1000)
     per_worker = 50
     keyring = registry.keyring()
@@ -234,6 +245,7 @@ def test_no_release_that_starts_after_the_revocation_commits_is_allowed(registry
 
 
 def test_one_token_is_one_use_and_uses_never_exceed_the_grant(registry, workers):
+    _enrolled(registry)
     max_uses, rounds = 4, 7
     g = registry.grant(max_uses=max_uses)
     tokens = [registry.token() for _ in range(rounds)]  # minted while the grant still had every use
