@@ -257,7 +257,9 @@ def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
     try:
         report = verify_output(path, authority=authority)
     except ProvenanceMissing:
-        pass
+        if _manifest_traces(path):  # a manifest is there but could not be found: damaged, not stripped
+            raise ProvenanceInvalid(f"{path.name}: a C2PA manifest is present but cannot be read (damaged)",
+                                    codes=("manifest.unreadable",)) from None
     else:
         claim = dict(report.claim)
         soft = dict(report.soft_binding) if report.soft_binding else None
@@ -285,6 +287,17 @@ def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
                 f"that output's record (perceptual hash {res.distance} bits apart): a copied watermark does "
                 "not verify", codes=("cameo.watermark.mismatch",))
     raise ProvenanceMissing(f"{path.name}: no provenance: no C2PA manifest, and no watermark of this registry")
+
+
+def _manifest_traces(path: Path) -> bool:
+    """Whether the file's bytes hold a C2PA manifest store (a JUMBF box labelled c2pa, or PNG's
+    caBX chunk) that the reader did not find: then the file was damaged, and its watermark is
+    not asked (a stripped copy, re-encoded, has none of these)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return b"caBX" in data or (b"jumb" in data and b"c2pa" in data)
 
 
 def _claim_summary(claim: dict[str, Any]) -> dict[str, Any]:
