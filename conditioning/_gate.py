@@ -53,7 +53,7 @@ from cameo._errors import Reason
 from cameo._request import GenerationRequest
 from cameo._errors import VaultError
 from cameo._vault import Vault
-from consent import DEFAULT_SKEW, ConsentError, Denied, PermissionToken, TokenKeyring, digest, fmt_time, parse_token
+from consent import DEFAULT_SKEW, ConsentError, Denied, GrantState, evaluate_grant, PermissionToken, TokenKeyring, digest, fmt_time, parse_token
 
 from ._errors import GateDenied, ScreeningDenied
 
@@ -308,7 +308,8 @@ class Gate:
             grant = self._doc(Grant, live.envelope, owner_key)
         except (IntegrityError, ConsentError) as e:
             return None, None, f"the grant or its owner's key was altered ({e})"
-        if grant.id != tok.grant_id or grant.digest != live.digest or grant.owner != live.owner_handle:
+        if (grant.id != tok.grant_id or grant.digest != live.digest or grant.owner != live.owner_handle
+                or grant.grantee != live.grantee_handle):
             return None, None, "the grant row does not hold the grant it names"
         if not self._trust.grant_ok(live.grant_mac, grant.id, live.digest, live.owner_id, live.grantee_id,
                                     live.uses, live.revoked_at):
@@ -364,32 +365,16 @@ class Gate:
         if problem is not None:
             reasons.append(Reason("state.tampered", problem))
             return TokenVerdict(parsed.index, tok, tuple(reasons), live)
-        # step 7, from the signed grant and the MAC-verified state
-        if live.revoked_at is not None:
-            reasons.append(Reason("grant.revoked", "the grant was revoked by its owner"))
-        if now >= grant.not_after:
-            reasons.append(Reason("grant.expired", "the grant has expired"))
-        if live.uses >= grant.max_uses:
-            reasons.append(Reason("grant.exhausted", "the grant has no uses left"))
-        if live.grantee_handle != tok.grantee or grant.grantee != tok.grantee or grant.owner != tok.owner:
-            reasons.append(Reason("grant.mismatch", "the token does not match its grant's owner and grantee"))
-        if (tok.audience not in grant.generators or tok.purpose not in grant.purposes
-                or not set(tok.modalities) <= set(grant.modalities)):
-            reasons.append(Reason("grant.terms", "the token asks for more than its grant covers"))
-        # step 8
-        if consent is not None:
-            if live.status != "active":
-                reasons.append(Reason("consent.withdrawn", "the owner withdrew consent"))
-            if consent.expires is not None and now >= consent.expires:
-                reasons.append(Reason("consent.expired", "the owner's consent record has expired"))
-            if tok.purpose not in consent.purposes:
-                reasons.append(Reason("consent.purpose", f"the owner's consent does not cover purpose {tok.purpose}"))
-            if consent.audience == "mutuals" and tok.grantee != tok.owner and not self._mutual(cur, live):
-                reasons.append(Reason("consent.audience", "the owner's audience policy (mutuals) does not include "
-                                                          f"{tok.grantee}"))
-            elif consent.audience == "only-me" and tok.grantee != tok.owner:
-                reasons.append(Reason("consent.audience", f"the owner's audience policy (only-me) does not include "
-                                                          f"{tok.grantee}"))
+        # steps 7-8: the live rules (consent.evaluate_grant, the same function minting applies), over
+        # the signed grant and consent record and the MAC-verified state
+        mutual = (consent is not None and consent.audience == "mutuals" and tok.grantee != tok.owner
+                  and self._mutual(cur, live))
+        state = GrantState(revoked=live.revoked_at is not None, uses=live.uses,
+                           consent_withdrawn=consent is not None and live.status != "active", mutual=mutual)
+        rules = evaluate_grant(grant, state, consent=consent, grantee=tok.grantee, generator=tok.audience,
+                               purpose=tok.purpose, modalities=tok.modalities, now=now, owner=tok.owner)
+        if isinstance(rules, Denied):
+            reasons.extend(rules.reasons)
         # step 9
         if live.used is not None:
             reasons.append(Reason("token.used", "the token was already used"))

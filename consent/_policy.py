@@ -40,9 +40,15 @@ def audience_allows(audience: str, *, owner: str, grantee: str, mutual: bool, ex
 
 
 def evaluate_grant(grant: Grant, state: GrantState, *, consent: ConsentRecord | None, grantee: str, generator: str,
-                   purpose: str, modalities: tuple[str, ...], now: datetime) -> Decision:
-    """Every condition for using ``grant`` now. Returns all failing reasons."""
+                   purpose: str, modalities: tuple[str, ...], now: datetime, owner: str | None = None) -> Decision:
+    """Every condition for using ``grant`` now. Returns all failing reasons.
+
+    The one statement of the live rules: minting evaluates a grant with it before signing a
+    token, and the gate evaluates the token's grant with it again at every decision (with the
+    token's grantee, generator, purpose, modalities and owner)."""
     r: list[Reason] = []
+    if owner is not None and grant.owner != owner:
+        r.append(Reason("grant.owner", "the grant is of another owner's likeness"))
     if state.revoked:
         r.append(Reason("grant.revoked", "the grant was revoked by its owner"))
     if state.consent_withdrawn:

@@ -119,7 +119,7 @@ GATE_DENIALS = [
     pytest.param(_uses_exhausted, {"max_uses": 1}, "grant.exhausted", id="uses-exhausted"),
     pytest.param(_grant_expired, {}, "grant.expired", id="grant-expired"),
     pytest.param(_consent_expired, {"ttl": timedelta(days=60)}, "consent.expired", id="consent-expired"),
-    pytest.param(_grant_mismatch, {}, "grant.mismatch", id="grantee-mismatch"),
+    pytest.param(_grant_mismatch, {}, "grant.grantee", id="grantee-mismatch"),
 ]
 
 
