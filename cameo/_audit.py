@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from consent import GENESIS, encode_detail, entry_hash
@@ -26,8 +26,8 @@ def ts(now: datetime) -> str:
                                                      now.second, now.microsecond)
 
 
-_head_t = AuditHead.__table__
-_log_t = AuditEntry.__table__
+_head_t: Table = AuditHead.__table__  # type: ignore[assignment]
+_log_t: Table = AuditEntry.__table__  # type: ignore[assignment]
 _HEAD = select(_head_t.c.seq, _head_t.c.hash).where(_head_t.c.id == 1).with_for_update()
 _INSERT = insert(_log_t)
 _ADVANCE = update(_head_t).where(_head_t.c.id == 1)
@@ -56,7 +56,7 @@ class RawAppender:
 
         from ._db import compile_positional
 
-        one = literal_column("1")
+        one: Any = literal_column("1")
 
         self._key = key
         head = select(_head_t.c.seq, _head_t.c.hash).where(_head_t.c.id == one)

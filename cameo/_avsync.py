@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+from typing import Any
 
 __all__ = ["MouthTrack", "SyncReport", "mouth_track", "sync_score"]
 
@@ -67,7 +68,8 @@ def mouth_track(path: str | os.PathLike[str], *, seconds: float = TRACK_SECONDS)
     clip = load_video(path, every_n=1, max_frames=max(1, int(seconds * 30)), with_audio=False)
     fps = clip.fps or 25.0
     models = DlibFaceEncoder()._models()
-    det, sp68 = models["det"], models["sp68"]
+    det: Any = models["det"]
+    sp68: Any = models["sp68"]
     times, opening = [], []
     for fr in clip.frames:
         if fr.time >= seconds:

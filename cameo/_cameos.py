@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from consent import ConsentRecord, KeyMismatch, TemplateCommitment, digest, fmt_time, parse_time
 
 from . import _audit as audit
-from ._events import EventTag, Outcome
+from ._events import EventTag
 from ._errors import AgeNotAttested, AlreadyEnrolled, BadInput, NotEnrolled
 from ._models import Account, Cameo, Protected, Template
 from ._registry import account_key, bump_likeness_version, get_account, live_consent, revoke_grants
@@ -145,7 +145,6 @@ def _destroy(session: Session, cameo: Cameo) -> list[str]:
 def delete_cameo(session: Session, handle: str, *, now: datetime, reason: str = "owner") -> dict[str, Any]:
     """Withdraw consent and crypto-shred: the data key is destroyed, templates and vectors removed.
     The audit log keeps only ids and digests."""
-    from ._models import GrantRow
 
     acc, cameo = cameo_of(session, handle)
     revoked = revoke_grants(session, acc, grant_id=None, stamp=fmt_time(now))

@@ -195,9 +195,9 @@ def protect(home: Home, label: str, *, faces: list[Path], voices: list[Path], fa
         from ._trust import trust_of
 
         if trust_of(s).binder is None:
-            from ._errors import Denied
+            from ._errors import Denied, Reason
 
-            raise Denied((reg.Reason("operator.key", "protecting a likeness needs the registry's binding key"),))
+            raise Denied((Reason("operator.key", "protecting a likeness needs the registry's binding key"),))
     encoders = Encoders(face_model)
     if progress:
         progress(f"embedding samples ({len(faces)} photo(s), {len(voices)} clip(s))")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -41,11 +41,11 @@ class Registry:
 
     @classmethod
     def open(cls, home: str | Path | Home | None = None, *, db_url: str | None = None,
-             face_model: str | Path | None = None) -> Registry:
+             face_model: str | Path | None = None) -> Self:
         h = home if isinstance(home, Home) else Home.resolve(home, db_url)
         return cls(h, engine_for(h), Path(face_model) if face_model else None)
 
-    def __enter__(self) -> Registry:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

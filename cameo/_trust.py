@@ -73,7 +73,7 @@ class RegistryTrust:
     def __repr__(self) -> str:
         return f"RegistryTrust(binding={self.binding_key.key_id})"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("the registry's keys cannot be pickled")
 
     # -- binding statements --------------------------------------------------------------------
@@ -157,7 +157,7 @@ def trust_of(session: Any) -> RegistryTrust:
     t = session.info.get("trust") if hasattr(session, "info") else None
     if t is None:
         raise NotInitialised("this transaction was opened without the registry's keys (use the home's engine)")
-    return t  # type: ignore[no-any-return]
+    return t  # type: ignore[no-any-return,unused-ignore]
 
 
 # -- token keys on file ----------------------------------------------------------------------------

@@ -113,7 +113,7 @@ class LocalKek:
     def __repr__(self) -> str:
         return f"LocalKek({self.kek_id})"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("a key-encryption key cannot be pickled")
 
 

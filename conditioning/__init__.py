@@ -63,5 +63,7 @@ __all__ = [
     "Gate", "GateDecision", "GateDenied", "GateMisconfigured", "MixedEncoders", "ProvenanceError",
     "ProvenanceInvalid", "ProvenanceMissing", "ProvenanceUntrusted", "Registry", "Screener", "ScreeningDenied",
     "SealedExportError", "SealedExportExpired", "SealedExportReplayed", "TokenVerdict", "UnknownAdapter",
-    "UnsafeNoScreening", "UnsafeScreeningWarning", "open", *sorted(_LAZY),
+    "UnsafeNoScreening", "UnsafeScreeningWarning", "open",
+    # loaded on first use (see _LAZY)
+    "ADAPTERS", "ANY_FAMILY", "ARCFACE_FAMILY", "CameoConditioning", "ConditioningBundle", "DemoAdapter", "DiffusersFaceIDAdapter", "GeneratorAdapter", "InswapperAdapter", "ProvenanceReport", "SealedExport", "SealedExportAdapter", "faceid_embeds", "get_adapter", "open_sealed", "seal_bundle", "verify_output",
 ]

@@ -8,7 +8,6 @@ from typing import Any
 from cameo._app import engine_for
 from cameo._db import transaction
 from cameo._home import Home
-from cameo._registry import get_generator
 from cameo._request import GenerationRequest
 
 
@@ -30,9 +29,9 @@ def check(home: Home, tokens: list[str], *, generator: str, request: GenerationR
           now: datetime, face_model: Any = None) -> dict[str, Any]:
     """Dry-run the gate for these tokens: the same verdict as a release (screening included),
     consuming nothing; audited."""
-    from ._open import open as open_registry
+    from ._open import Registry
 
-    with open_registry(home.path, db_url=home.db_url, face_model=face_model) as registry:
+    with Registry.open(home, face_model=face_model) as registry:
         gate = registry.gate(generator)
         try:
             decision = gate.check(request, tokens, now=now)

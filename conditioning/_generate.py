@@ -99,7 +99,9 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         # only the declared outputs the generator wrote into its folder are screened, signed and
         # handed over; anything else it left there (or a path elsewhere) is discarded
         files = [f for f in files if f.resolve().is_relative_to(staged) and f.resolve() != staged]
-        toks = [v.token for v in gate.last_decision.verdicts]  # verified once, by the gate
+        decided = gate.last_decision
+        assert decided is not None
+        toks = [v.token for v in decided.verdicts if v.token is not None]  # verified once, by the gate
         say(f"screening {len(files)} output(s)")
         found = screener.outputs(files, toks)  # 4
         if found:
@@ -184,7 +186,7 @@ def remove_stale_staging(home: Home) -> list[str]:
     """Remove staging folders whose process (the pid in the folder's name) is gone. Returns their
     names. Folders of live processes (this one included) are left alone."""
     root = staging_root(home)
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(root.iterdir())
     except OSError:

@@ -45,4 +45,4 @@ class Registry(_Registry):
 
 def open(home: str | Path | None = None, *, db_url: str | None = None,  # noqa: A001
          face_model: str | Path | None = None) -> Registry:
-    return Registry.open(home, db_url=db_url, face_model=face_model)  # type: ignore[return-value]
+    return Registry.open(home, db_url=db_url, face_model=face_model)

@@ -545,7 +545,7 @@ def _normalise_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
         out = json.loads(json.dumps(dict(claim), allow_nan=False))
     except (TypeError, ValueError) as e:
         raise SigningFailed(f"the provenance claim is not plain JSON: {e}") from e
-    return out  # type: ignore[no-any-return]
+    return out  # type: ignore[no-any-return,unused-ignore]
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:

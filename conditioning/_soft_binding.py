@@ -94,7 +94,7 @@ def draw_identifier(session: Session, taken: Sequence[str] = ()) -> str:
 def _load(path: Path) -> tuple[Any, np.ndarray]:
     from PIL import Image
 
-    im = Image.open(path)
+    im: Any = Image.open(path)
     im.load()
     if im.mode not in ("RGB", "RGBA"):
         im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
@@ -123,8 +123,9 @@ def mark_output(path: Path, identifier: str) -> MarkedOutput:
         return MarkedOutput(path, identifier, kind.mime, None)
     marked = _watermark.embed(rgb, int(identifier, 16))
     out = Image.fromarray(marked, im.mode)
-    options: dict[str, Any] = {"PNG": {"compress_level": 1}, "JPEG": {"quality": 95},
-                               "WEBP": {"lossless": True}}.get(fmt, {})
+    formats: dict[str, dict[str, Any]] = {"PNG": {"compress_level": 1}, "JPEG": {"quality": 95},
+                                          "WEBP": {"lossless": True}}
+    options = formats.get(fmt, {})
     try:
         out.save(path, format=fmt, **options)
     except OSError as e:

@@ -75,7 +75,7 @@ def _patterns() -> np.ndarray:
     f = np.fft.fftfreq(TILE) * TILE
     radius = np.hypot(f[:, None], f[None, :])
     band = (radius >= 2.0) & (radius <= 9.0)
-    basis = []
+    basis: list[np.ndarray] = []
     while len(basis) < 3 * (BITS + 1):
         spec = np.zeros((TILE, TILE), complex)
         spec[band] = rng.normal(size=band.sum()) + 1j * rng.normal(size=band.sum())
@@ -120,8 +120,8 @@ def _mask(y: np.ndarray) -> np.ndarray:
 
     gx = cv2.Sobel(y, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(y, cv2.CV_32F, 0, 1, ksize=3)
-    act = cv2.GaussianBlur(np.hypot(gx, gy), (0, 0), 3.0)
-    act /= float(np.median(act)) + 4.0
+    act: Any = cv2.GaussianBlur(np.hypot(gx, gy), (0, 0), 3.0)
+    act = act / (float(np.median(act)) + 4.0)
     return np.clip(0.6 + 0.6 * act, 0.6, 1.8).astype(np.float32)
 
 

@@ -781,7 +781,7 @@ def _release_loop(url: str, home_path: str, tokens: list[str], now_iso: str, rev
                   after: int, out: Any) -> None:
     """One Gate (one kept connection) releasing token after token, with templates decrypted. Before
     each call it notes whether the revocation had already been announced as committed."""
-    from cameo._db import bind_trust, make_engine, transaction
+    from cameo._db import bind_trust, make_engine
     from cameo._home import Home
     from cameo._request import GenerationRequest
 

@@ -45,7 +45,6 @@ from cameo._liveness import (
 )
 from cameo.biometrics import (
     DLIB_MATCH_THRESHOLD,
-    VOICE_MATCH_THRESHOLD,
     DlibFaceEncoder,
     ResemblyzerVoiceEncoder,
     VideoEnrollment,

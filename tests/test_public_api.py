@@ -9,7 +9,6 @@ import io
 import json
 import re
 import textwrap
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from conftest import GENERATOR, PASSPHRASE, ROOT, Registry
 
 import conditioning
-from conditioning import GateDenied, GateMisconfigured, ScreeningDenied, UnsafeNoScreening, UnsafeScreeningWarning
+from conditioning import GateMisconfigured, ScreeningDenied, UnsafeNoScreening, UnsafeScreeningWarning
 
 
 def _readme_example() -> str:

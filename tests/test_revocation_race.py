@@ -256,7 +256,7 @@ def test_one_token_is_one_use_and_uses_never_exceed_the_grant(registry, workers)
     assert all(n == 1 for n in wins.values()), f"a token was used twice: {wins}"
     assert sorted(wins) == list(range(max_uses)), "each round until the grant ran out had exactly one winner"
     for w in results:
-        for r, ok, codes in w:
+        for _round, ok, codes in w:
             if not ok:
                 assert {"token.used", "grant.exhausted", "grant.race"} & set(codes), codes
     assert registry.grant_row(g.id).uses == max_uses == registry.count("token_uses")
