@@ -118,7 +118,7 @@ def _main(home: HomeOpt = None, db: DbOpt = None, version: VersionOpt = None) ->
 
 
 def _home() -> Any:
-    from cameo._home import Home
+    from cameo.registry._home import Home
 
     return Home.resolve(STATE.home, STATE.db)
 
@@ -259,7 +259,7 @@ def init(as_json: JsonOpt = False) -> None:
 @account_app.command("create")
 def account_create(handle: str, as_json: JsonOpt = False) -> None:
     """Create an account with a new Ed25519 key in the passphrase-protected keystore."""
-    from cameo._app import account_create as do
+    from cameo.registry._app import account_create as do
 
     pw = _passphrase(handle, as_json, confirm=True)
     _run(lambda: do(_home(), handle, pw, now=_now()), as_json, _echo("account {handle} created (key {key_id})"))
@@ -268,7 +268,7 @@ def account_create(handle: str, as_json: JsonOpt = False) -> None:
 @app.command()
 def follow(follower: str, followee: str, as_json: JsonOpt = False) -> None:
     """FOLLOWER signs a follow of FOLLOWEE (two follows make mutuals, for the 'mutuals' audience)."""
-    from cameo._app import follow as do
+    from cameo.registry._app import follow as do
 
     pw = _passphrase(follower, as_json)
     _run(lambda: do(_home(), follower, followee, passphrase=pw, now=_now()), as_json,
@@ -288,7 +288,7 @@ def grant(
     as_json: JsonOpt = False,
 ) -> None:
     """OWNER signs a grant letting --to use their likeness with the given generators."""
-    from cameo._app import grant as do
+    from cameo.registry._app import grant as do
     from consent import MODALITIES, PURPOSES
 
     mods = _csv(modality, MODALITIES, "--modality", as_json) if modality is not None else None
@@ -304,7 +304,7 @@ def grant(
 @app.command()
 def grants(owner: str, as_json: JsonOpt = False) -> None:
     """List OWNER's grants and their state."""
-    from cameo._app import grants as do
+    from cameo.registry._app import grants as do
 
     def show(r: dict[str, Any]) -> None:
         rows = [[g["id"], g["grantee"], ",".join(g["modalities"]) or "?", ",".join(g["generators"]),
@@ -326,7 +326,7 @@ def revoke(
     as_json: JsonOpt = False,
 ) -> None:
     """OWNER signs a revocation of one grant, or withdraws consent entirely (--all)."""
-    from cameo._app import revoke as do
+    from cameo.registry._app import revoke as do
 
     pw = _passphrase(owner, as_json)
     _run(lambda: do(_home(), owner, passphrase=pw, grant_id=grant_id, everything=everything, now=_now()), as_json,
@@ -351,7 +351,7 @@ def token(
     as_json: JsonOpt = False,
 ) -> None:
     """Mint a short-lived, single-use permission token bound to one generator and one request."""
-    from cameo._app import token as do
+    from cameo.registry._app import token as do
 
     pw = _passphrase(as_, as_json)
     _run(lambda: do(_home(), owner, as_, passphrase=pw, generator=generator, request=_request(request),
@@ -437,7 +437,7 @@ def check(
 @app.command()
 def usage(handle: str, as_json: JsonOpt = False) -> None:
     """Every use of HANDLE's likeness: tokens minted, checks, releases, denials included."""
-    from cameo._app import usage as do
+    from cameo.registry._app import usage as do
 
     def show(r: dict[str, Any]) -> None:
         rows = []
@@ -458,7 +458,7 @@ def usage(handle: str, as_json: JsonOpt = False) -> None:
 @audit_app.command("verify")
 def audit_verify(as_json: JsonOpt = False) -> None:
     """Recompute the hash chain; exit 0 if intact, else 3 naming the first bad entry."""
-    from cameo._app import audit_verify as do
+    from cameo.registry._app import audit_verify as do
 
     r = _run(lambda: do(_home()), as_json, lambda r: None)
     if as_json:

@@ -7,7 +7,7 @@ Voices (Resemblyzer GE2E through cameo's speech checks; S-norm against the shipp
 - calibration set ``calibration/voices``: genuine trials = each speaker's template (normalised
   mean of 2 clips, and of 3 clips) against each of its other clips; impostor trials = every
   template against one clip of each evaluation stranger (the impostor speakers that are *not* in
-  the cohort, ``cameo._calibration.is_cohort_speaker``) and against the other genuine speakers'
+  the cohort, ``cameo.biometrics._calibration.is_cohort_speaker``) and against the other genuine speakers'
   clips. Clips refused by the speech checks (under 2 s of speech) are left out and counted.
 - DEV set ``voices``: template of clips 1+2 against clip 3 (as the acceptance does); impostors:
   every template against every clip of the other speakers (espeak voices left out).
@@ -17,7 +17,7 @@ impostor = every template against every photo of the other people.
 Intervals: trials are correlated (one template meets many probes; one speaker gives many
 templates), so the 95% intervals come from a multi-way cluster bootstrap (2000 rounds)
 resampling the enrolled speakers and the probe speakers independently
-(``cameo._calibration.cluster_bootstrap``). With 3 calibration speakers the false-reject
+(``cameo.biometrics._calibration.cluster_bootstrap``). With 3 calibration speakers the false-reject
 interval is mostly the spread between speakers. Where no trial errs, a bootstrap interval
 collapses to [0, 0]; the interval printed is then the Wilson interval for zero errors among the
 independent units (speakers for false rejects, enrolled x probe speaker pairs for false
@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cameo._calibration import (  # noqa: E402
+from cameo.biometrics._calibration import (  # noqa: E402
     cluster_bootstrap,
     det_curve,
     eer,
@@ -59,8 +59,8 @@ def _voice_embeddings(data: Path, cache: Path | None) -> tuple[dict[str, np.ndar
     import torch
 
     from cameo._errors import VoiceError
-    from cameo._media import load_audio
-    from cameo._voice import ResemblyzerVoiceEncoder
+    from cameo.biometrics._media import load_audio
+    from cameo.biometrics._voice import ResemblyzerVoiceEncoder
 
     torch.set_num_threads(1)
     enc = ResemblyzerVoiceEncoder()
@@ -89,7 +89,7 @@ def _tpl(vs: list[np.ndarray]) -> np.ndarray:
 def voice_trials(E: dict[str, np.ndarray], *, group: str, n_enrol: int) -> dict[str, np.ndarray]:
     """Scores of every trial with its clusters: raw, snorm, genuine flag, enrolled speaker, probe
     speaker."""
-    from cameo._voice import ResemblyzerVoiceEncoder
+    from cameo.biometrics._voice import ResemblyzerVoiceEncoder
 
     cohort = ResemblyzerVoiceEncoder().cohort
     spk: dict[str, list[str]] = {}
@@ -157,8 +157,8 @@ def face_trials(data: Path, cache: Path | None) -> dict[str, np.ndarray]:
         E = {k: z[k] for k in z.files}
     else:
         from cameo._errors import EnrollmentError
-        from cameo._face import DlibFaceEncoder
-        from cameo.biometrics import face_sample, load_image
+        from cameo.biometrics._face import DlibFaceEncoder
+        from cameo.biometrics._pipeline import face_sample, load_image
 
         enc = DlibFaceEncoder()
         E = {}
@@ -192,8 +192,8 @@ def face_trials(data: Path, cache: Path | None) -> dict[str, np.ndarray]:
 
 
 def run(data: Path, out: Path, cache: Path | None, rounds: int = 2000) -> dict[str, object]:
-    from cameo._face import DLIB_MATCH_THRESHOLD
-    from cameo._voice import VOICE_OPERATING_POINTS
+    from cameo.biometrics._face import DLIB_MATCH_THRESHOLD
+    from cameo.biometrics._voice import VOICE_OPERATING_POINTS
 
     E, refused = _voice_embeddings(data, cache)
     report: dict[str, object] = {"voice_clips": len(E), "voice_clips_refused": refused}
@@ -288,7 +288,7 @@ def _print(report: dict[str, object]) -> None:
 
 
 def build_cohort(data: Path, dest: Path, cache: Path | None) -> None:
-    from cameo._voice import ResemblyzerVoiceEncoder
+    from cameo.biometrics._voice import ResemblyzerVoiceEncoder
 
     E, _ = _voice_embeddings(data, cache)
     keys = [k for k in E if "_impostors" in k and is_cohort_speaker(Path(k).stem)]

@@ -55,10 +55,10 @@ def main() -> int:
 
     torch.set_num_threads(1)
 
-    from cameo._face import _dlib_models
-    from cameo._media import load_image, load_video
-    from cameo._voice import check_speech
-    from cameo.biometrics import (
+    from cameo.biometrics._face import _dlib_models
+    from cameo.biometrics._media import load_image, load_video
+    from cameo.biometrics._voice import check_speech
+    from cameo.biometrics._pipeline import (
         DlibFaceEncoder,
         ResemblyzerVoiceEncoder,
         extract_face_templates,

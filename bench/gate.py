@@ -40,10 +40,11 @@ import torch  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
-from cameo import _app, _registry as reg  # noqa: E402
-from cameo._cameos import TemplateInput, seal_cameo  # noqa: E402
-from cameo._db import transaction  # noqa: E402
-from cameo._home import Home  # noqa: E402
+from cameo.registry import _app  # noqa: E402
+from cameo.registry import _services as reg  # noqa: E402
+from cameo.registry._cameos import TemplateInput, seal_cameo  # noqa: E402
+from cameo.registry._db import transaction  # noqa: E402
+from cameo.registry._home import Home  # noqa: E402
 from cameo._request import GenerationRequest  # noqa: E402
 from conditioning import open as conditioning_open  # noqa: E402
 from conditioning._app import init as conditioning_init  # noqa: E402
@@ -190,7 +191,7 @@ def _bare_release(gate, cur, keyring, parsed, raw, is_sqlite, aead, nonce, ct, p
     durable commit and three AES-GCM decrypts (data key and two templates)."""
     import hashlib
 
-    from cameo._audit import RawAppender
+    from cameo.registry._audit import RawAppender
 
     sql, ap = gate._sql, RawAppender("sqlite" if is_sqlite else "postgresql", b"k" * 32)
     _DETAIL = '{"pad":"' + "x" * 240 + '"}'  # the size of a release entry's detail

@@ -6,7 +6,7 @@ low-dimensional space, lifted to 512-d by a fixed random linear map, plus noise,
 approximate index and nothing like real embeddings. Queries are new noisy samples of enrolled
 identities (a second photo of an enrolled person).
 
-For each size it builds :class:`cameo._index.VectorIndex` in exact mode and in the approximate
+For each size it builds :class:`cameo.biometrics._index.VectorIndex` in exact mode and in the approximate
 modes (IVF always; HNSW up to ``--hnsw-max``, since building HNSW over 1M 512-d vectors takes
 ~10 minutes on 2 cores), times single-query search on one thread, and reports recall@1 of the
 approximate index against exact search on the same queries. Builds use 2 threads.
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cameo._index import HNSWParams, IVFParams, VectorIndex
+from cameo.biometrics._index import HNSWParams, IVFParams, VectorIndex
 
 DIM = 512
 LATENT = 32

@@ -35,8 +35,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conditioning import _phash, _soft_binding, _watermark  # noqa: E402
-from conditioning._adapters import DemoAdapter  # noqa: E402
+from conditioning.provenance import _phash, _soft_binding, _watermark  # noqa: E402
+from conditioning.adapters import DemoAdapter  # noqa: E402
 
 
 def _jpeg(a: np.ndarray, q: int) -> np.ndarray:
@@ -99,7 +99,7 @@ def resolve(pic: np.ndarray, records: dict[str, list[str]]) -> tuple[str | None,
 
 
 def _c2pa_cost(png: Path, rounds: int = 10) -> float:
-    from conditioning._provenance import ProvenanceAuthority, sign_output
+    from conditioning.provenance import ProvenanceAuthority, sign_output
 
     auth = ProvenanceAuthority.create(png.parent / "authority", now=dt.datetime.now(dt.UTC))
     raw = png.read_bytes()

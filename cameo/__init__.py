@@ -1,6 +1,6 @@
 """The registry and the biometric pipeline: database, template vault, keystore, enrollment, search.
 
-Importing :mod:`cameo` is cheap: the models load only when :mod:`cameo.biometrics` is used.
+Importing :mod:`cameo` is cheap: the models load only when :mod:`cameo.biometrics._pipeline` is used.
 """
 
 from ._errors import (
@@ -43,15 +43,17 @@ from ._errors import (
     VoiceError,
     WrongPassphrase,
 )
-from ._home import Home
+from .registry import Home, KeyWrapper, LocalKek, Vault
+from ._enrollment import enroll, match
+from ._likeness import Encoders, Hit, LikenessDirectory, probe, sniff_file
 from ._open import Registry, open
-from ._request import GenerationRequest
-from ._vault import KeyWrapper, LocalKek, Vault
+from ._request import GenerationRequest, StagedReference, file_digest
 
 __all__ = [
     "AgeNotAttested", "AlreadyEnrolled", "BadInput", "CameoError", "ClippedAudio", "DecryptionFailed", "Denied",
     "DuplicateHandle", "EnrollmentError", "EnrollmentRefused", "FaceTooBlurry", "FaceTooSmall", "GenerationRequest",
-    "Home", "IdentityConflict", "Registry", "open", "InconsistentIdentity", "InvalidDuration", "InvalidHandle", "InvalidRequest",
+    "Encoders", "Hit", "Home", "IdentityConflict", "LikenessDirectory", "Registry", "StagedReference", "enroll",
+    "file_digest", "match", "open", "probe", "sniff_file", "InconsistentIdentity", "InvalidDuration", "InvalidHandle", "InvalidRequest",
     "KeyDestroyed", "KeyWrapper", "LivenessFailed", "LocalKek", "MediaError", "MintDenied", "MultipleFaces",
     "NoFaceFound", "NoiseOnly", "NotEnrolled", "NotFound", "NotInitialised", "ProtectedIdentity", "Reason",
     "SampleRateTooLow", "SilentAudio", "TooLittleSpeech", "UnknownAccount", "UnknownGenerator", "UnknownGrant",

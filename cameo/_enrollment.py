@@ -18,13 +18,13 @@ from typing import Any
 
 from consent import AUDIENCES, ConsentRecord, new_id
 
-from . import _registry as reg
-from ._app import engine_for
-from ._audit import serialise
-from ._cameos import TemplateInput, add_protected, delete_cameo, describe, retention_run, seal_cameo
-from ._db import transaction
+from .registry import _services as reg
+from .registry._app import engine_for
+from .registry._audit import serialise
+from .registry._cameos import TemplateInput, add_protected, delete_cameo, describe, retention_run, seal_cameo
+from .registry._db import transaction
 from ._errors import AgeNotAttested, BadInput, IdentityConflict, ProtectedIdentity
-from ._home import Home
+from .registry._home import Home
 from ._likeness import Encoders, LikenessDirectory, media_kind, probe
 
 Progress = Callable[[str, int, int], None]
@@ -32,7 +32,7 @@ Progress = Callable[[str, int, int], None]
 
 def _templates(encoders: Encoders, *, faces: list[Path], voices: list[Path], video: Path | None,
                progress: Progress | None) -> tuple[list[TemplateInput], dict[str, Any]]:
-    from .biometrics import extract_face_templates, extract_from_video, extract_voice_template
+    from .biometrics._pipeline import extract_face_templates, extract_from_video, extract_voice_template
 
     def cb(label: str) -> Callable[[int, int], None] | None:
         return (lambda i, n: progress(label, i, n)) if progress else None
@@ -99,7 +99,7 @@ def enroll(home: Home, handle: str, *, passphrase: str, faces: list[Path], voice
     with transaction(eng) as s:  # fail fast on unknown handle, wrong passphrase, existing cameo
         acc = reg.get_account(s, handle)
         key = home.load_key(handle, passphrase)
-        from ._cameos import cameo_of
+        from .registry._cameos import cameo_of
         from ._errors import AlreadyEnrolled, NotEnrolled
 
         try:
@@ -192,7 +192,7 @@ def protect(home: Home, label: str, *, faces: list[Path], voices: list[Path], fa
         raise BadInput("the label is a non-empty text of at most 128 characters")
     eng = engine_for(home)
     with transaction(eng) as s:
-        from ._trust import trust_of
+        from .registry._trust import trust_of
 
         if trust_of(s).binder is None:
             from ._errors import Denied, Reason

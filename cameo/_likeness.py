@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from ._cameos import load_protected, load_vectors
-from ._vault import Vault
+from .registry._cameos import load_protected, load_vectors
+from .registry._vault import Vault
 
 #: Bytes of a file's head that :func:`sniff` looks at.
 SNIFF_BYTES = 64
@@ -170,7 +170,7 @@ class LikenessDirectory:
         return f"LikenessDirectory({len(self.entries)} templates)"
 
     def _index(self, modality: str, encoder: Any) -> Any:
-        from ._index import VectorIndex
+        from .biometrics._index import VectorIndex
 
         key = (modality, encoder.encoder_id.id)
         idx = self._indexes.get(key)
@@ -222,7 +222,7 @@ class Encoders:
     @property
     def face(self) -> Any:
         if self._face is None:
-            from .biometrics import DlibFaceEncoder, InsightFaceEncoder
+            from .biometrics._pipeline import DlibFaceEncoder, InsightFaceEncoder
 
             self._face = InsightFaceEncoder(self.face_model) if self.face_model else DlibFaceEncoder()
         return self._face
@@ -230,7 +230,7 @@ class Encoders:
     @property
     def voice(self) -> Any:
         if self._voice is None:
-            from .biometrics import ResemblyzerVoiceEncoder
+            from .biometrics._pipeline import ResemblyzerVoiceEncoder
 
             self._voice = ResemblyzerVoiceEncoder()
         return self._voice
@@ -274,7 +274,7 @@ def screen_faces(rgb: np.ndarray, encoder: Any, *, source: str,
     """Embeddings of every face screening finds in one picture: small pictures scaled up, each
     right-angle rotation searched, dlib's detector upsampled once (the aggressive search that
     screening wants and enrollment does not)."""
-    from ._face import DlibFaceEncoder
+    from .biometrics._face import DlibFaceEncoder
 
     img = _scaled(rgb)
     out: list[np.ndarray] = []
@@ -295,12 +295,12 @@ def screen_faces(rgb: np.ndarray, encoder: Any, *, source: str,
 
 
 def _image_frames(path: Path) -> list[np.ndarray]:
-    """The first frame as :func:`cameo._media.load_image` decodes it (EXIF orientation applied),
+    """The first frame as :func:`cameo.biometrics._media.load_image` decodes it (EXIF orientation applied),
     then the further frames of an animated image, up to :data:`MAX_IMAGE_FRAMES`."""
     from PIL import Image
 
     from ._errors import MediaError
-    from ._media import load_image
+    from .biometrics._media import load_image
 
     frames = [load_image(path)]
     try:
@@ -326,8 +326,8 @@ def probe(path: Path, encoders: Encoders, *, max_frames: int = 8, name: str | No
     Raises :class:`~cameo._errors.MediaError` for a file that is not recognisable media or does
     not decode: screening refuses what it cannot look at."""
     from ._errors import EnrollmentError, MediaError
-    from ._media import load_video
-    from .biometrics import embed_voice_file, voice_sample
+    from .biometrics._media import load_video
+    from .biometrics._pipeline import embed_voice_file, voice_sample
 
     shown = name or path.name
     try:

@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session
 
 from consent import TokenKeyring
 
-from ._app import engine_for
-from ._db import transaction
-from ._home import Home
+from .registry._app import engine_for
+from .registry._db import transaction
+from .registry._home import Home
 from ._likeness import Encoders
-from ._vault import Vault
+from .registry._vault import Vault
 
 
 @dataclass(eq=False)

@@ -39,11 +39,11 @@ from ._screen import Finding, Screener, UnsafeNoScreening
 # the bundle, the adapters and provenance pull in torch, onnxruntime and c2pa: loaded on first use
 _LAZY = {
     "ConditioningBundle": "._bundle", "CameoConditioning": "._bundle",
-    "ADAPTERS": "._adapters", "ARCFACE_FAMILY": "._adapters", "ANY_FAMILY": "._adapters", "GeneratorAdapter": "._adapters", "DemoAdapter": "._adapters",
-    "DiffusersFaceIDAdapter": "._adapters", "InswapperAdapter": "._adapters", "SealedExportAdapter": "._adapters",
-    "SealedExport": "._adapters", "get_adapter": "._adapters", "seal_bundle": "._adapters",
-    "open_sealed": "._adapters", "faceid_embeds": "._adapters",
-    "verify_output": "._provenance", "ProvenanceReport": "._provenance",
+    "ADAPTERS": ".adapters", "ARCFACE_FAMILY": ".adapters", "ANY_FAMILY": ".adapters", "GeneratorAdapter": ".adapters", "DemoAdapter": ".adapters",
+    "DiffusersFaceIDAdapter": ".adapters", "InswapperAdapter": ".adapters", "SealedExportAdapter": ".adapters",
+    "SealedExport": ".adapters", "get_adapter": ".adapters", "seal_bundle": ".adapters",
+    "open_sealed": ".adapters", "faceid_embeds": ".adapters",
+    "verify_output": ".provenance", "ProvenanceReport": ".provenance",
 }
 
 

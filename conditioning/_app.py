@@ -5,18 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from cameo._app import engine_for
-from cameo._db import transaction
-from cameo._home import Home
-from cameo._request import GenerationRequest
+from cameo.registry import engine_for
+from cameo.registry import transaction
+from cameo.registry import Home
+from cameo import GenerationRequest
 
 
 
 def init(home: Home, *, now: datetime) -> dict[str, Any]:
     """The registry (cameo's init) plus the provenance chain generated media is signed with."""
-    from cameo._app import init as init_registry
+    from cameo.registry import init as init_registry
 
-    from ._provenance import ProvenanceAuthority
+    from .provenance import ProvenanceAuthority
 
     result = init_registry(home, now=now)
     if not (home.provenance_dir / "root.pem").exists():
@@ -44,10 +44,10 @@ def generator_add(home: Home, gen_id: str, *, adapter: str, config: str | None, 
                   now: datetime) -> dict[str, Any]:
     import json
 
-    from cameo._errors import BadInput
-    from cameo._registry import register_generator
+    from cameo import BadInput
+    from cameo.registry import register_generator
 
-    from ._adapters import ADAPTERS
+    from .adapters import ADAPTERS
 
     if adapter not in ADAPTERS:
         raise BadInput(f"unknown adapter {adapter[:40]!r}: one of {', '.join(sorted(ADAPTERS))}")
@@ -84,7 +84,7 @@ def generator_list(home: Home) -> dict[str, Any]:
 
     from sqlalchemy import select
 
-    from cameo._models import Generator
+    from cameo.registry import Generator
 
     with transaction(engine_for(home)) as s:
         rows = s.execute(select(Generator).order_by(Generator.id)).scalars().all()

@@ -46,18 +46,17 @@ def run_demo(workdir: Path | None = None, *, keep: bool = False,
 
 def _forget_engine(db_url: str) -> None:
     """Close the demo database's pooled connections: its file is about to go."""
-    from cameo import _app
-
+    from cameo.registry import _app  # (the registry's command functions)
     eng = _app._ENGINES.pop(db_url, None)
     if eng is not None:
         eng.dispose()
 
 
 def _run(work: Path, db_url: str, say: Callable[[str], None]) -> dict[str, Any]:
-    from cameo import _app
-    from cameo._errors import CameoError
-    from cameo._home import Home
-    from cameo._request import GenerationRequest
+    from cameo.registry import _app  # (the registry's command functions)
+    from cameo import CameoError
+    from cameo.registry import Home
+    from cameo import GenerationRequest
 
     from ._app import check, init
 
@@ -135,10 +134,10 @@ def _package_faces(work: Path) -> dict[str, list[Path]]:
 
 def _likeness_flow(home: Any, work: Path, pw: str, step: Callable[[str, bool, str], None],
                    now: Callable[[], datetime]) -> None:
-    from cameo import _app
-    from cameo._enrollment import enroll, match
-    from cameo._errors import CameoError
-    from cameo._request import GenerationRequest
+    from cameo.registry import _app  # (the registry's command functions)
+    from cameo import enroll, match
+    from cameo import CameoError
+    from cameo import GenerationRequest
 
     from ._errors import ConditioningError
     from ._generate import generate, provenance_verify

@@ -7,7 +7,7 @@ reasons; never keys, tokens or templates.
 
 from __future__ import annotations
 
-from cameo._errors import Reason
+from cameo import Reason
 
 
 class ConditioningError(Exception):

@@ -46,13 +46,13 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cameo._audit import RawAppender
-from cameo._db import DatabaseError, compile_positional as _compile
-from cameo._events import EventTag, Outcome
-from cameo._errors import Reason
-from cameo._request import GenerationRequest
-from cameo._errors import VaultError
-from cameo._vault import Vault
+from cameo.registry import RawAppender
+from cameo.registry import DatabaseError, compile_positional as _compile
+from cameo.registry import EventTag, Outcome
+from cameo import Reason
+from cameo import GenerationRequest
+from cameo import VaultError
+from cameo.registry import Vault
 from consent import DEFAULT_SKEW, ConsentError, Denied, GrantState, evaluate_grant, PermissionToken, TokenKeyring, digest, fmt_time, parse_token
 
 from ._errors import GateDenied, ScreeningDenied
@@ -70,7 +70,7 @@ class _Sql:
         from sqlalchemy import Table, bindparam, literal_column, select, update
         from sqlalchemy.dialects import postgresql, sqlite
 
-        from cameo._models import Account, Cameo, Follow, Generator, GrantRow, Template, TokenUse
+        from cameo.registry import Account, Cameo, Follow, Generator, GrantRow, Template, TokenUse
 
         g, c, t, tu, gen, f = (cast(Table, m.__table__) for m in (GrantRow, Cameo, Template, TokenUse, Generator, Follow))
         o, e = Account.__table__.alias("o"), Account.__table__.alias("e")
@@ -213,7 +213,7 @@ class Gate:
     def __init__(self, engine: Engine, keyring: TokenKeyring, vault: Vault | None = None, *,
                  screener: Any = None, skew: timedelta = DEFAULT_SKEW, max_cameos: int = MAX_CAMEOS_PER_CALL,
                  trust: Any = None, generator_id: str | None = None) -> None:
-        from cameo._db import trust_for
+        from cameo.registry import trust_for
 
         from ._errors import GateMisconfigured
 
@@ -226,7 +226,7 @@ class Gate:
 
         self._trust = trust or trust_for(engine)
         if self._trust is None:
-            from cameo._errors import NotInitialised
+            from cameo import NotInitialised
 
             raise NotInitialised("the gate needs the registry's keys: build it on the home's engine")
         # verified documents and bound keys, by their exact stored bytes (envelopes are immutable,
@@ -301,7 +301,7 @@ class Gate:
     def _integrity(self, live: Live, tok: PermissionToken) -> tuple[Any, Any, str | None]:
         """Steps 7-8's evidence: the grant and consent record verified under the owner's bound key,
         the rows' state under their MACs. Returns (grant, consent, problem)."""
-        from cameo._trust import IntegrityError
+        from cameo.registry import IntegrityError
         from consent import ConsentError, ConsentRecord, Grant
 
         try:
@@ -330,7 +330,7 @@ class Gate:
     def _mutual(self, cur: Any, live: Live) -> bool:
         """Both follows exist and each verifies under its follower's bound key."""
         from consent import ConsentError, Follow
-        from cameo._trust import IntegrityError
+        from cameo.registry import IntegrityError
 
         q = self._sql.follows
         cur.execute(q.sql, q.args(a=live.owner_id, b=live.grantee_id))

@@ -30,13 +30,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cameo._app import engine_for
-from cameo._audit import append as audit_append
-from cameo._db import transaction
-from cameo._home import Home
-from cameo._likeness import Encoders
-from cameo._registry import get_account, get_generator
-from cameo._request import GenerationRequest, StagedReference, file_digest
+from cameo.registry import engine_for
+from cameo.registry import audit_append
+from cameo.registry import transaction
+from cameo.registry import Home
+from cameo import Encoders
+from cameo.registry import get_account, get_generator
+from cameo import GenerationRequest, StagedReference, file_digest
 
 from ._errors import ScreeningDenied
 from ._gate import Gate, notify
@@ -44,7 +44,7 @@ from ._screen import Screener
 
 
 def authority_for(home: Home) -> Any:
-    from ._provenance import ProvenanceAuthority
+    from .provenance import ProvenanceAuthority
 
     return ProvenanceAuthority.load(home.provenance_dir)
 
@@ -52,9 +52,9 @@ def authority_for(home: Home) -> Any:
 def generate(home: Home, request: GenerationRequest, tokens: list[str], *, generator: str, out_dir: Path,
              now: datetime, face_model: Path | None = None,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from cameo._errors import InvalidRequest, MediaError
+    from cameo import InvalidRequest, MediaError
 
-    from ._adapters import get_adapter, validate_request
+    from .adapters import get_adapter, validate_request
 
     eng = engine_for(home)
     with transaction(eng) as s:
@@ -129,8 +129,8 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
 def _sign_and_record(eng: Any, files: list[Path], *, claim: dict[str, Any], authority: Any, generator: str,
                      request: GenerationRequest, toks: list[Any], out_dir: Path, now: datetime) -> list[dict[str, Any]]:
     """Step 5: watermark, sign, record, hand over."""
-    from ._provenance import detached_path, inspect_output, sidecar_path, sign_output
-    from ._soft_binding import draw_identifier, mark_output, record_output
+    from .provenance import detached_path, inspect_output, sidecar_path, sign_output
+    from .provenance import draw_identifier, mark_output, record_output
 
     with transaction(eng) as s:  # identifiers drawn at random, none already on record
         idents: list[str] = []
@@ -220,7 +220,7 @@ def _bind_target(request: GenerationRequest, refs: tuple[StagedReference, ...] =
     """A media parameter an adapter reads (inswapper's ``target``) must be one of the request's
     references: only those are hashed into the digest the token binds, and screened. It is
     mapped to the staged copy of that reference's bound bytes (never the caller's path)."""
-    from cameo._errors import InvalidRequest
+    from cameo import InvalidRequest
 
     params = dict(request.params)
     if "target" not in params:
@@ -252,8 +252,8 @@ def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
     3. Else :class:`ProvenanceMissing` (exit 4): no provenance.
     """
     from ._errors import ProvenanceInvalid, ProvenanceMissing
-    from ._provenance import TRAINED_ALGORITHMIC_MEDIA, verify_output
-    from ._soft_binding import read_picture, resolve_watermark
+    from .provenance import TRAINED_ALGORITHMIC_MEDIA, verify_output
+    from .provenance import read_picture, resolve_watermark
 
     authority = authority_for(home)
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cameo._open import Registry as _Registry
+from cameo import Registry as _Registry
 
 from ._gate import Gate
 from ._screen import Screener
@@ -35,7 +35,7 @@ class Registry(_Registry):
     def gate(self, generator_id: str | None = None, **kw: Any) -> Gate:
         """A Gate that screens, for ``generator_id`` (checked to be registered)."""
         if generator_id is not None:
-            from cameo._registry import get_generator
+            from cameo.registry import get_generator
 
             with self.session() as s:
                 get_generator(s, generator_id)

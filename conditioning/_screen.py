@@ -28,10 +28,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cameo._db import transaction
-from cameo._errors import MediaError, Reason
-from cameo._likeness import Encoders, Hit, LikenessDirectory, probe, sniff_file
-from cameo._models import Account, Cameo
+from cameo.registry import transaction
+from cameo import MediaError, Reason
+from cameo import Encoders, Hit, LikenessDirectory, probe, sniff_file
+from cameo.registry import Account, Cameo
 from consent import PermissionToken
 
 
@@ -114,7 +114,7 @@ def _provenance_cameos(path: Path, authority: Any, engine: Any = None) -> list[s
     that names a record counts even when the content has since drifted from it (pHash too far
     to *verify* provenance); a weak read counts only when the content matches the record."""
     from ._errors import ProvenanceError, ProvenanceMissing
-    from ._provenance import verify_output
+    from .provenance import verify_output
 
     try:
         report = verify_output(path, authority=authority)
@@ -128,7 +128,7 @@ def _provenance_cameos(path: Path, authority: Any, engine: Any = None) -> list[s
 
 def _watermark_cameos(path: Path, authority: Any, engine: Any) -> list[str]:
     from ._errors import ProvenanceError
-    from ._soft_binding import read_picture, resolve_watermark
+    from .provenance import read_picture, resolve_watermark
 
     rgb = read_picture(path)  # a staged copy: recognised by its bytes, whatever its extension
     if rgb is None:
@@ -262,7 +262,7 @@ class Screener:
         import shutil
         import tempfile
 
-        from cameo._errors import InvalidRequest, MediaError
+        from cameo import InvalidRequest, MediaError
 
         base = self._staging
         if base is not None:
@@ -294,7 +294,7 @@ class Screener:
 
 
 def likeness_version(session: Session) -> str | None:
-    from cameo._models import Meta
+    from cameo.registry import Meta
 
     row = session.get(Meta, LIKENESS_VERSION)
     return row.value if row is not None else None

@@ -41,9 +41,8 @@ def data_dir() -> Path:
 
 # -- databases --------------------------------------------------------------------------------------
 def forget_engine(url: str) -> None:
-    """Dispose of the engine ``cameo._app`` cached for ``url`` (so files and databases can go)."""
-    from cameo import _app
-
+    """Dispose of the engine ``cameo.registry._app`` cached for ``url`` (so files and databases can go)."""
+    from cameo.registry import _app
     eng = _app._ENGINES.pop(url, None)
     if eng is not None:
         eng.dispose()
@@ -87,7 +86,7 @@ def throwaway_pg_database() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this session, migrated to head."""
-    from cameo._db import make_engine, upgrade
+    from cameo.registry._db import make_engine, upgrade
 
     with throwaway_pg_database() as url:
         eng = make_engine(url)
@@ -99,7 +98,7 @@ def pg_url() -> Iterator[str]:
 def _empty_pg(url: str) -> None:
     from sqlalchemy import create_engine, text
 
-    from cameo._models import Base
+    from cameo.registry._models import Base
 
     eng = create_engine(url)
     try:
@@ -127,7 +126,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 # -- a ready registry -------------------------------------------------------------------------------
 @dataclass
 class Registry:
-    """A registry initialised by ``cameo._app.init`` with accounts alice, bob and carol."""
+    """A registry initialised by ``cameo.registry._app.init`` with accounts alice, bob and carol."""
 
     home: Any
     engine: Any
@@ -145,7 +144,7 @@ class Registry:
         return self.engine.dialect.name
 
     def session(self) -> Any:
-        from cameo._db import transaction
+        from cameo.registry._db import transaction
 
         return transaction(self.engine)
 
@@ -168,12 +167,11 @@ class Registry:
         return Screener(self.engine, self.home.vault(), Encoders(), authority_for(self.home))
 
     def account(self, handle: str) -> None:
-        from cameo import _app
-
+        from cameo.registry import _app
         _app.account_create(self.home, handle, PASSPHRASE, now=self.now)
         self.keys[handle] = self.home.load_key(handle, PASSPHRASE)
         with self.session() as s:
-            from cameo._registry import get_account
+            from cameo.registry._services import get_account
 
             self.ids[handle] = get_account(s, handle).id
 
@@ -200,8 +198,7 @@ class Registry:
         return Grant.create(key or self.keys[owner], **fields)
 
     def grant(self, owner: str = "alice", grantee: str = "bob", *, now: datetime | None = None, **kw: Any) -> Any:
-        from cameo import _registry as reg
-
+        from cameo.registry import _services as reg
         doc = self.make_grant(owner, grantee, **kw)
         with self.session() as s:
             reg.submit_grant(s, doc.to_bytes(), now=now or self.now)
@@ -222,9 +219,8 @@ class Registry:
 
     def mint(self, owner: str = "alice", grantee: str = "bob", request: Any = None, *, now: datetime | None = None,
              ttl: timedelta = timedelta(minutes=5), data: bytes | None = None, **kw: Any) -> Any:
-        """Mint through ``cameo._registry.mint`` in one committed transaction; returns ``Minted``."""
-        from cameo import _registry as reg
-
+        """Mint through ``cameo.registry._services.mint`` in one committed transaction; returns ``Minted``."""
+        from cameo.registry import _services as reg
         now = self.now if now is None else now
         data = data or self.token_request(owner, grantee, request, created=now, **kw)
         keyring = self.keyring()
@@ -247,8 +243,7 @@ class Registry:
         return Revocation.create(key or self.keys[owner], **fields).to_bytes()
 
     def revoke(self, owner: str = "alice", grant_id: str | None = None, *, now: datetime | None = None) -> Any:
-        from cameo import _registry as reg
-
+        from cameo.registry import _services as reg
         data = self.make_revocation(owner, grant_id, now=now)
         with self.session() as s:
             return reg.submit_revocation(s, data, now=self.now if now is None else now)
@@ -257,9 +252,9 @@ class Registry:
                audience: str = "approved", expires: datetime | None = None,
                restrictions: tuple[str, ...] = ("no political content",)) -> str:
         """Enroll ``owner`` as enrollment does after the encoders: the owner signs a consent record
-        committing to the templates, and ``cameo._cameos.seal_cameo`` seals them. Returns the cameo id."""
-        from cameo._cameos import TemplateInput, seal_cameo
-        from cameo._registry import get_account
+        committing to the templates, and ``cameo.registry._cameos.seal_cameo`` seals them. Returns the cameo id."""
+        from cameo.registry._cameos import TemplateInput, seal_cameo
+        from cameo.registry._services import get_account
         from consent import ConsentRecord, new_id
 
         inputs = [TemplateInput(m, encoder, v, samples=3) for m, v in templates.items()]
@@ -275,8 +270,7 @@ class Registry:
 
     # -- inspection ----------------------------------------------------------------------------
     def usage(self, handle: str) -> dict[str, Any]:
-        from cameo import _app
-
+        from cameo.registry import _app
         return _app.usage(self.home, handle)
 
     def denials(self, handle: str, event: str) -> list[set[str]]:
@@ -285,7 +279,7 @@ class Registry:
                 for e in self.usage(handle)["entries"] if e["event"] == f"{event}:denied"]
 
     def grant_row(self, grant_id: str) -> Any:
-        from cameo._models import GrantRow
+        from cameo.registry._models import GrantRow
 
         with self.session() as s:
             return s.get(GrantRow, grant_id)
@@ -300,8 +294,7 @@ class Registry:
         return dump_tables(self.engine)
 
     def verify_chain(self) -> Any:
-        from cameo import _audit
-
+        from cameo.registry import _audit
         with self.session() as s:
             return _audit.verify_chain(s)
 
@@ -310,7 +303,7 @@ def dump_tables(engine: Any) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, in primary-key order: equal dumps mean nothing changed."""
     from sqlalchemy import select
 
-    from cameo._models import Base
+    from cameo.registry._models import Base
 
     out: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as conn:
@@ -339,8 +332,8 @@ def _registry_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 
 
 def _template(cache: dict[str, Any], factory: pytest.TempPathFactory, backend: str, url: str) -> dict[str, Any]:
-    from cameo import _app
-    from cameo._home import Home
+    from cameo.registry import _app
+    from cameo.registry._home import Home
     from conditioning._app import init as conditioning_init
 
     if backend not in cache:
@@ -359,7 +352,7 @@ def _template(cache: dict[str, Any], factory: pytest.TempPathFactory, backend: s
 def _restore_rows(url: str, rows: dict[str, list[tuple[Any, ...]]]) -> None:
     from sqlalchemy import create_engine, insert
 
-    from cameo._models import Base
+    from cameo.registry._models import Base
 
     eng = create_engine(url)
     try:
@@ -378,8 +371,8 @@ def make_registry(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch,
     session's template registry (alice, bob, carol), plus any further handles asked for."""
     import shutil
 
-    from cameo import _app
-    from cameo._home import Home
+    from cameo.registry import _app
+    from cameo.registry._home import Home
 
     for var in ("CAMEO_KEK", "CAMEO_TOKEN_KEY", "CAMEO_DEBUG"):
         monkeypatch.delenv(var, raising=False)

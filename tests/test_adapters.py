@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save as safetensors_save
 
-from conditioning._adapters import (
+from conditioning.adapters import (
     ADAPTERS,
     DemoAdapter,
     GeneratorAdapter,

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from cameo import _audit as audit
+from cameo.registry import _audit as audit
 from consent import GENESIS, entry_hash
 
 COLUMNS = ("ts", "event", "actor", "subject", "detail", "prev_hash", "hash")
@@ -258,7 +258,7 @@ def test_entry_timestamps_are_utc_with_microseconds_whatever_the_zone_given():
     from datetime import timedelta as _td
     from datetime import timezone as _tz
 
-    from cameo._audit import ts
+    from cameo.registry._audit import ts
 
     t = datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=_tz.utc)
     assert ts(t) == "2026-03-04T05:06:07.000089Z"
@@ -266,7 +266,7 @@ def test_entry_timestamps_are_utc_with_microseconds_whatever_the_zone_given():
 
 
 def test_event_names_are_typed_tags_with_the_outcome_a_field(registry):
-    from cameo._events import EventTag, Outcome, event_name, outcome_of
+    from cameo.registry._events import EventTag, Outcome, event_name, outcome_of
 
     assert event_name(EventTag.GATE_RELEASE, Outcome.DENIED) == "gate:release:denied"
     assert outcome_of("gate:release:denied") == "denied" and outcome_of("cameo:enroll") is None

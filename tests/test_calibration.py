@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cameo._calibration import (
+from cameo.biometrics._calibration import (
     CohortMismatch,
     CohortUnavailable,
     Cohort,
@@ -23,7 +23,7 @@ from cameo._calibration import (
     wilson,
 )
 from cameo._errors import CameoError
-from cameo._voice import VOICE_OPERATING_POINTS, ResemblyzerVoiceEncoder
+from cameo.biometrics._voice import VOICE_OPERATING_POINTS, ResemblyzerVoiceEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 

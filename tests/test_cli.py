@@ -72,6 +72,13 @@ def _now() -> datetime:
 
 
 def _grant(cli: Cli, *extra: str) -> str:
+    """alice grants bob; she is enrolled first (a check, like a release, is denied without a cameo)."""
+    from cameo import AlreadyEnrolled
+
+    try:
+        cli.r.enroll("alice", {"face": np.ones(128, dtype="<f4"), "voice": np.ones(256, dtype="<f4")})
+    except AlreadyEnrolled:
+        pass
     return cli.json("grant", "alice", "--to", "bob", "--generator", GENERATOR, *extra)["grant_id"]
 
 
@@ -91,6 +98,7 @@ def test_every_command_prints_one_json_object(cli, tmp_path):
     gen = cli.json("generator", "add", "other-gen", "--adapter", "demo")
     assert gen["id"] == "other-gen"
     assert {g["id"] for g in cli.json("generator", "list")["generators"]} >= {GENERATOR, "other-gen"}
+    cli.r.enroll("alice", {"face": np.ones(128, dtype="<f4"), "voice": np.ones(256, dtype="<f4")})
     g = cli.json("grant", "alice", "--to", "bob", "--generator", GENERATOR, "--uses", "2", "--expires", "1d")
     assert (g["owner"], g["grantee"], g["max_uses"], g["modalities"]) == ("alice", "bob", 2, ["face", "voice"])
     listed = cli.json("grants", "alice")["grants"]

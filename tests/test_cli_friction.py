@@ -138,7 +138,7 @@ def _release(registry: Registry, token: str, request: Any) -> None:
 
 
 def test_usage_names_grantee_generator_and_output_digest(registry: Registry, req: str) -> None:
-    from cameo import _audit
+    from cameo.registry import _audit
     from cameo._request import GenerationRequest
 
     registry.enroll("alice", {"face": _face(5)})
@@ -189,7 +189,7 @@ def test_show_reports_the_last_use_from_token_uses(registry: Registry, req: str)
 
 # -- 7. a duplicate grant is a duplicate document -----------------------------------------------------------------
 def test_a_replayed_grant_is_a_duplicate_document(registry: Registry) -> None:
-    from cameo import _registry as reg
+    from cameo.registry import _services as reg
     from cameo._errors import BadInput, DuplicateDocument, DuplicateHandle
 
     g = registry.grant()
@@ -241,7 +241,7 @@ def test_generate_reports_its_stages(registry: Registry, req: str, tmp_path: Pat
                          "generate: screening 0 reference(s) for enrolled faces and voices",
                          "generate: verifying 1 token(s) at the gate"], res.stderr
     if res.exit_code == 0:
-        assert "generate: signing provenance" in lines
+        assert "generate: watermarking and signing provenance" in lines
         assert all(Path(f).is_file() for f in res.stdout.split()), "stdout holds the output files only"
 
 

@@ -27,7 +27,7 @@ from conftest import GENERATOR, Registry, dir_listing, dump_tables
 from typer.testing import CliRunner
 
 from cameo import MediaError, SampleRateTooLow
-from cameo._media import SAMPLE_RATE, load_audio, load_video, resample
+from cameo.biometrics._media import SAMPLE_RATE, load_audio, load_video, resample
 from cli import MAX_TOKEN_CHARS, MAX_TOKENS, app
 
 RUNNER = CliRunner()
@@ -172,8 +172,8 @@ def test_enrolling_a_voice_below_16k_exits_2_and_changes_nothing(cli: Cli, data_
 def test_why_a_template_from_8k_clips_would_miss_its_own_speaker(data_dir: Path) -> None:
     """Why the refusal: clips band-limited to 8 kHz and resampled up (what resemblyzer's loader does
     silently) give a template that misses the same speaker's 16 kHz clip; the 16 kHz one matches."""
-    from cameo._voice import VOICE_MATCH_THRESHOLD
-    from cameo.biometrics import ResemblyzerVoiceEncoder
+    from cameo.biometrics._voice import VOICE_MATCH_THRESHOLD
+    from cameo.biometrics._pipeline import ResemblyzerVoiceEncoder
 
     enc = ResemblyzerVoiceEncoder()
     clips = [load_audio(data_dir / "voices" / "ls_3080" / f"{i}.wav") for i in (1, 2, 3)]
@@ -273,7 +273,7 @@ def test_init_creates_the_sqlite_database_and_its_journal_0600(tmp_path: Path, m
                                                                umask_022: None) -> None:
     from conftest import forget_engine
 
-    from cameo._db import make_engine
+    from cameo.registry._db import make_engine
 
     home = tmp_path / "h"
     monkeypatch.setenv("CAMEO_HOME", str(home))
@@ -299,7 +299,7 @@ def test_init_creates_the_sqlite_database_and_its_journal_0600(tmp_path: Path, m
 
 
 def test_a_fresh_engine_creates_the_file_0600(tmp_path: Path, umask_022: None) -> None:
-    from cameo._db import make_engine
+    from cameo.registry._db import make_engine
 
     eng = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     try:

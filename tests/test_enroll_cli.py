@@ -37,14 +37,13 @@ pytestmark = pytest.mark.data
 
 # -- plumbing -------------------------------------------------------------------------------------------------
 def _home(path: Path) -> Any:
-    from cameo._home import Home
+    from cameo.registry._home import Home
 
     return Home.resolve(path, f"sqlite:///{path / 'cameo.db'}")
 
 
 def _forget(home: Any) -> None:
-    from cameo import _app
-
+    from cameo.registry import _app
     eng = _app._ENGINES.pop(home.db_url, None)
     if eng is not None:
         eng.dispose()
@@ -53,8 +52,8 @@ def _forget(home: Any) -> None:
 def _dump(home: Any) -> dict[str, list[tuple[Any, ...]]]:
     from sqlalchemy import select
 
-    from cameo import _app
-    from cameo._models import Base
+    from cameo.registry import _app
+    from cameo.registry._models import Base
 
     out = {}
     with _app.engine_for(home).connect() as conn:
@@ -112,8 +111,7 @@ CAROL = ("enroll", "carol", "--face", "data:faces/obama/1.jpg", "data:faces/obam
 @pytest.fixture(scope="module")
 def enrolled(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[str, Any]]]:
     """A registry (library init and accounts carol, gina) where carol enrolled through the CLI."""
-    from cameo import _app
-
+    from cameo.registry import _app
     home = _home(tmp_path_factory.mktemp("cli-enrolled") / "home")
     with pytest.MonkeyPatch.context() as mp:
         for var in ENV:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cameo._encoder_id import EncoderId
+from cameo.biometrics._encoder_id import EncoderId
 from cameo._errors import (
     FaceTooBlurry,
     FaceTooSmall,
@@ -19,7 +19,7 @@ from cameo._errors import (
     MultipleFaces,
     NoFaceFound,
 )
-from cameo.biometrics import (
+from cameo.biometrics._pipeline import (
     DLIB_MATCH_THRESHOLD,
     DlibFaceEncoder,
     extract_face_templates,

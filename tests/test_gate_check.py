@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import GENERATOR, Registry
 
-from cameo import _registry as reg
+from cameo.registry import _services as reg
 from cameo._errors import (
     Denied,
     DuplicateDocument,
@@ -349,7 +349,7 @@ def _mint_without_key_proof(r: Registry) -> dict[str, Any]:
 def _mint_audience(r: Registry) -> dict[str, Any]:
     from sqlalchemy import delete
 
-    from cameo._models import Cameo
+    from cameo.registry._models import Cameo
 
     with r.session() as s:  # alice re-enrolls with an audience of herself only, after granting
         s.execute(delete(Cameo))
@@ -515,7 +515,7 @@ def test_revocation_is_idempotent_and_withdrawal_revokes_every_grant(registry):
 
 
 def test_a_consent_record_signed_by_another_key_is_not_sealed(registry):
-    from cameo._cameos import TemplateInput, seal_cameo
+    from cameo.registry._cameos import TemplateInput, seal_cameo
     from consent import ConsentRecord, new_id
 
     t = TemplateInput("face", "enc", _face(1))

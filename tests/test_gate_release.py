@@ -31,7 +31,7 @@ import pytest
 import torch
 from conftest import GENERATOR, PASSPHRASE, Registry
 
-from cameo import _registry as reg
+from cameo.registry import _services as reg
 from conditioning._errors import BundleClosed, GateDenied
 from conditioning._gate import MAX_CAMEOS_PER_CALL, Gate, TokenVerdict
 from consent import DEFAULT_SKEW, SigningKey
@@ -52,7 +52,7 @@ ALICE_FACE, ALICE_VOICE, CAROL_FACE, CAROL_VOICE = _vec(1), _vec(2, 256), _vec(3
 
 def _enroll(r: Registry, owner: str, face: np.ndarray, voice: np.ndarray | None = None, **kw: Any) -> str:
     """Seal synthetic face (and voice) templates for ``owner``, each under its own encoder id."""
-    from cameo._cameos import TemplateInput, seal_cameo
+    from cameo.registry._cameos import TemplateInput, seal_cameo
     from consent import ConsentRecord, new_id
 
     inputs = [TemplateInput("face", FACE_ENC, face, 3)]
@@ -100,7 +100,7 @@ def _no_log(dump: dict[str, Any]) -> dict[str, Any]:
 def _last_entries(r: Registry, n: int = 1) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
-    from cameo._models import AuditEntry
+    from cameo.registry._models import AuditEntry
 
     with r.session() as s:
         rows = s.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(n)).scalars().all()
@@ -259,8 +259,8 @@ def _grant_other_owner(r: Registry) -> dict[str, Any]:
 def _registry_writes_cameo(r: Registry, handle: str, *, status: str | None = None, expires: Any = False) -> None:
     """What the registry itself would write (its state MAC recomputed): the status, or a consent
     record the owner re-signed with another expiry."""
-    from cameo._models import Cameo
-    from cameo._trust import trust_of
+    from cameo.registry._models import Cameo
+    from cameo.registry._trust import trust_of
     from consent import ConsentRecord, new_id
 
     with r.session() as s:
@@ -668,7 +668,7 @@ class _RecordingAdapter:
 
 @pytest.fixture
 def recording(scene: Registry, monkeypatch: pytest.MonkeyPatch) -> Registry:
-    from conditioning import _adapters
+    from conditioning import adapters as _adapters
 
     _RecordingAdapter.seen = []
     monkeypatch.setitem(_adapters.ADAPTERS, "recording", _RecordingAdapter)
@@ -713,8 +713,8 @@ def test_generate_zeroes_the_tensors_when_the_generator_fails(recording, tmp_pat
 def _inflight_worker(home_path: str, url: str, now_iso: str, ready: Any, go: Any, out: Any) -> None:
     """Process P1: mints bob's token (proving his key), checks it at the gate (allowed), then waits;
     when told, releases it with the very same Gate object and connection."""
-    from cameo._db import bind_trust, make_engine, transaction
-    from cameo._home import Home
+    from cameo.registry._db import bind_trust, make_engine, transaction
+    from cameo.registry._home import Home
     from cameo._request import GenerationRequest
     from consent import TokenRequest, new_id
 
@@ -781,8 +781,8 @@ def _release_loop(url: str, home_path: str, tokens: list[str], now_iso: str, rev
                   after: int, out: Any) -> None:
     """One Gate (one kept connection) releasing token after token, with templates decrypted. Before
     each call it notes whether the revocation had already been announced as committed."""
-    from cameo._db import bind_trust, make_engine
-    from cameo._home import Home
+    from cameo.registry._db import bind_trust, make_engine
+    from cameo.registry._home import Home
     from cameo._request import GenerationRequest
 
     eng = make_engine(url)

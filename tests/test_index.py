@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cameo._errors import CameoError, IndexDimensionMismatch, IndexInputError
-from cameo._index import Hit, HNSWParams, IVFParams, VectorIndex
+from cameo.biometrics._index import Hit, HNSWParams, IVFParams, VectorIndex
 
 MODES = ("exact", "ivf", "hnsw")
 

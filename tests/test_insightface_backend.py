@@ -27,7 +27,7 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper
 
 from cameo._errors import EncoderUnavailable, MultipleFaces, NoFaceFound
-from cameo.biometrics import InsightFaceEncoder, extract_face_templates, face_sample
+from cameo.biometrics._pipeline import InsightFaceEncoder, extract_face_templates, face_sample
 
 DET = 640
 STRIDES = (8, 16, 32)
@@ -140,7 +140,7 @@ def _image(seed: int, size: int = 640) -> np.ndarray:
 
 
 def test_loads_through_insightface_and_names_itself(encoder: InsightFaceEncoder, pack: Path) -> None:
-    from cameo._encoder_id import sha256_file
+    from cameo.biometrics._encoder_id import sha256_file
 
     eid = encoder.encoder_id
     assert eid.family == "insightface-arcface"

@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 
 from cameo._errors import LivenessFailed, Reason
-from cameo._face import FaceObservation, FaceQuality
-from cameo._avsync import MouthTrack, sync_score
-from cameo._liveness import (
+from cameo.biometrics._face import FaceObservation, FaceQuality
+from cameo.biometrics._avsync import MouthTrack, sync_score
+from cameo.biometrics._liveness import (
     NONPLANAR_MIN,
     SYNC_Z_MIN,
     FrameFaces,
@@ -43,7 +43,7 @@ from cameo._liveness import (
     assess_video,
     require_live,
 )
-from cameo.biometrics import (
+from cameo.biometrics._pipeline import (
     DLIB_MATCH_THRESHOLD,
     DlibFaceEncoder,
     ResemblyzerVoiceEncoder,
@@ -252,7 +252,7 @@ def _frames(shapes: list[np.ndarray], emb: list[np.ndarray] | None = None) -> li
 
 
 def _speech(data_dir: Path) -> np.ndarray:
-    from cameo._media import load_audio
+    from cameo.biometrics._media import load_audio
 
     return load_audio(data_dir / "voices" / "ls_1688" / "2.wav")
 

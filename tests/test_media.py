@@ -10,7 +10,7 @@ import soundfile as sf
 from PIL import Image
 
 from cameo._errors import EnrollmentError, MediaError
-from cameo._media import SAMPLE_RATE, load_audio, load_image, load_video, resample
+from cameo.biometrics._media import SAMPLE_RATE, load_audio, load_image, load_video, resample
 
 
 # -- images -------------------------------------------------------------------------------------

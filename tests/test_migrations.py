@@ -15,9 +15,9 @@ from alembic.script import ScriptDirectory
 from conftest import throwaway_pg_database
 from sqlalchemy import inspect
 
-from cameo._db import _alembic_config, make_engine, require_schema, upgrade
+from cameo.registry._db import _alembic_config, make_engine, require_schema, upgrade
 from cameo._errors import NotInitialised
-from cameo._models import Base
+from cameo.registry._models import Base
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

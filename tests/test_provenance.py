@@ -30,7 +30,7 @@ from conditioning._errors import (
     ProvenanceUntrusted,
     SigningFailed,
 )
-from conditioning._provenance import (
+from conditioning.provenance import (
     CONSENT_ASSERTION,
     TRAINED_ALGORITHMIC_MEDIA,
     ProvenanceAuthority,

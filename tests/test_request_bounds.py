@@ -168,8 +168,8 @@ class _NoValidation(_RecordingAdapter):
 def gen(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Registry:
     """alice enrolled with a synthetic face; bob holds a one-use grant of it for studio-v1 and a
     ten-use grant for the recording generator."""
-    from cameo import _registry as reg
-    from conditioning import _adapters
+    from cameo.registry import _services as reg
+    from conditioning import adapters as _adapters
 
     r = registry
     r.enroll("alice", {"face": np.random.default_rng(1).standard_normal(128).astype("<f4")})
@@ -281,7 +281,7 @@ def test_media_that_does_not_decode_is_refused_before_a_use(gen, tmp_path):
     ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"), ({"seed": True}, "seed"), ({"seed": 1 << 64}, "seed"),
 ])
 def test_demo_validates_what_it_reads(params, match):
-    from conditioning._adapters import get_adapter, validate_request
+    from conditioning.adapters import get_adapter, validate_request
 
     with pytest.raises(AdapterMismatch, match=match):
         validate_request(get_adapter("demo"), {"prompt": "p", "params": params})

@@ -34,8 +34,8 @@ def _init_worker(stop: Any, counts: Any, start: Any, rounds: Any) -> None:
 
 def _gate(where: tuple[str, str]) -> tuple[Any, Any, Any]:
     """``where``: the database URL and the registry home (its key files are the root of trust)."""
-    from cameo._db import bind_trust, make_engine
-    from cameo._home import Home
+    from cameo.registry._db import bind_trust, make_engine
+    from cameo.registry._home import Home
     from cameo._request import GenerationRequest
     from conditioning._gate import Gate
 
@@ -169,8 +169,7 @@ def _revoke_while_running(pool: Pool, r: Any, grant_id: str, *, before: int, aft
     """Let each worker finish ``before`` calls, revoke, and let each finish ``after`` more (or reach
     ``limit``, its supply of tokens). Returns the monotonic time just before the revocation began and
     just after its transaction committed."""
-    from cameo import _registry as reg
-
+    from cameo.registry import _services as reg
     pool.wait_counts([before] * N_WORKERS)
     data = r.make_revocation("alice", grant_id)
     t_begin = time.monotonic_ns()
@@ -219,8 +218,7 @@ def test_no_release_that_starts_after_the_revocation_commits_is_allowed(registry
     g = registry.grant(max_uses=1000)
     per_worker = 50
     keyring = registry.keyring()
-    from cameo import _registry as reg
-
+    from cameo.registry import _services as reg
     tokens = []
     with registry.session() as s:  # mint them all in one transaction
         for _ in range(per_worker * N_WORKERS):

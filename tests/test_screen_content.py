@@ -81,7 +81,7 @@ def test_the_face_size_floor_of_screening(dlib_faces, data_dir):
     matching (distance < 0.6) down to ~16 px; 20 px keeps a margin (0.44-0.45 here)."""
     from PIL import Image
 
-    from cameo._face import DlibFaceEncoder
+    from cameo.biometrics._face import DlibFaceEncoder
     from cameo._likeness import screen_faces
 
     enc = DlibFaceEncoder()
@@ -101,8 +101,8 @@ def test_enrollment_still_refuses_what_screening_finds(data_dir, tmp_path):
     from PIL import Image
 
     from cameo._errors import FaceTooSmall, NoFaceFound
-    from cameo._face import DlibFaceEncoder
-    from cameo.biometrics import face_sample
+    from cameo.biometrics._face import DlibFaceEncoder
+    from cameo.biometrics._pipeline import face_sample
 
     enc = DlibFaceEncoder()
     with Image.open(data_dir / "faces/obama/3.jpg") as im:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from conftest import GENERATOR, Registry
 
-from cameo import _registry as reg
+from cameo.registry import _services as reg
 from conditioning._errors import GateDenied, ScreeningDenied
 
 pytestmark = [pytest.mark.data, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
@@ -38,8 +38,8 @@ MULTI = "faces/_multi/biden_obama_bystander.jpg"
 @pytest.fixture(scope="session")
 def dlib_faces(data_dir: Path) -> dict[str, Any]:
     """Face templates as enrollment computes them (dlib, two photos each), and the encoder id."""
-    from cameo._face import DlibFaceEncoder
-    from cameo.biometrics import extract_face_templates
+    from cameo.biometrics._face import DlibFaceEncoder
+    from cameo.biometrics._pipeline import extract_face_templates
 
     enc = DlibFaceEncoder()
     out: dict[str, Any] = {"encoder": enc.encoder_id.id}
@@ -163,7 +163,7 @@ class _LeakyAdapter:
 
 
 def _leaky(r: Registry, monkeypatch: pytest.MonkeyPatch, gen_id: str, image: Path) -> str:
-    from conditioning import _adapters
+    from conditioning import adapters as _adapters
 
     monkeypatch.setitem(_adapters.ADAPTERS, "leaky", _LeakyAdapter)
     with r.session() as s:
@@ -296,7 +296,7 @@ class _SneakyAdapter(_LeakyAdapter):
 def test_only_screened_and_signed_outputs_reach_the_out_folder(faces, tmp_path, monkeypatch):
     """Whatever else a generator leaves beside its declared outputs is neither screened nor signed,
     so it must not be handed over."""
-    from conditioning import _adapters
+    from conditioning import adapters as _adapters
 
     r = faces
     monkeypatch.setitem(_adapters.ADAPTERS, "sneaky", _SneakyAdapter)

@@ -17,8 +17,8 @@ import pytest
 from conftest import GENERATOR, Registry
 from sqlalchemy import delete, insert, text, update
 
-from cameo._models import Account, AuditEntry, AuditHead, Cameo, Follow, Generator, GrantRow, Protected, RegistryKey, RevocationRow
-from cameo._trust import IntegrityError
+from cameo.registry._models import Account, AuditEntry, AuditHead, Cameo, Follow, Generator, GrantRow, Protected, RegistryKey, RevocationRow
+from cameo.registry._trust import IntegrityError
 from conditioning._errors import GateDenied
 from consent import GENESIS, Grant, SigningKey, TokenKeyring, mint_token, new_id, parse_token
 
@@ -89,8 +89,7 @@ def test_a_swapped_account_key_verifies_no_grant_and_mints_nothing(scene):
     mallory = SigningKey.generate()
     _exec(r, update(Account).where(Account.handle == "alice").values(public_key=mallory.public.raw,
                                                                        key_id=mallory.key_id))
-    from cameo import _registry as reg
-
+    from cameo.registry import _services as reg
     forged = Grant.create(mallory, id=new_id("grant"), owner="alice", owner_key=mallory.key_id, grantee="bob",
                           grantee_key=r.keys["bob"].key_id, modalities=("face", "voice"), purposes=("generate",),
                           generators=(GENERATOR,), created=r.now, not_after=r.now + timedelta(days=1), max_uses=9)
@@ -111,8 +110,7 @@ def test_a_swapped_key_cannot_release_an_existing_grant(scene):
 
 
 def test_an_account_inserted_by_hand_is_no_account(registry):
-    from cameo import _registry as reg
-
+    from cameo.registry import _services as reg
     k = SigningKey.generate()
     _exec(registry, insert(Account).values(id="acc_x", handle="dave", key_id=k.key_id, public_key=k.public.raw,
                                            created_at="2026-01-01T00:00:00Z"))
@@ -200,7 +198,7 @@ def test_a_template_swapped_within_the_cameo_is_not_released(scene):
     voice = next(x for x in rows if x.modality == "voice")
     tok = r.token()
     # the voice ciphertext moved onto the face row: the AAD (modality) already refuses it
-    _exec(r, update(__import__("cameo._models", fromlist=["Template"]).Template)
+    _exec(r, update(__import__("cameo.registry._models", fromlist=["Template"]).Template)
           .where(text(f"id = '{face.id}'")).values(nonce=voice.nonce, ciphertext=voice.ciphertext))
     assert _release_codes(r, [tok]) == {"vault.integrity"}
 
@@ -242,8 +240,8 @@ def test_a_chain_recomputed_without_the_audit_key_does_not_verify(scene):
 
 # -- follows, generators and the protected list -------------------------------------------------------
 def test_follows_inserted_by_hand_do_not_make_mutuals(make_registry):
-    from cameo import _app
-    from cameo import _registry as reg
+    from cameo.registry import _app
+    from cameo.registry import _services as reg
     from cameo._errors import Denied
     from conftest import PASSPHRASE
 
@@ -271,7 +269,7 @@ def test_follows_inserted_by_hand_do_not_make_mutuals(make_registry):
 
 
 def test_a_follow_needs_the_followers_own_key(registry):
-    from cameo import _registry as reg
+    from cameo.registry import _services as reg
     from consent import Follow as FollowDoc
     from consent import KeyMismatch, SignatureInvalid
 
@@ -282,8 +280,7 @@ def test_a_follow_needs_the_followers_own_key(registry):
 
 
 def test_an_edited_generator_row_is_refused(registry):
-    from cameo import _registry as reg
-
+    from cameo.registry import _services as reg
     evil = base64.b64encode(b"\x01" * 32).decode()
     _exec(registry, update(Generator).where(Generator.id == GENERATOR).values(adapter="sealed",
                                                                              config='{"public_key_b64": "%s"}' % evil))
@@ -294,7 +291,7 @@ def test_an_edited_generator_row_is_refused(registry):
 
 def test_a_protected_entry_inserted_by_hand_protects_nobody(registry):
     """The protected list is the operator's: only entries signed with the binding key count."""
-    from cameo._cameos import TemplateInput, add_protected, load_protected
+    from cameo.registry._cameos import TemplateInput, add_protected, load_protected
 
     vault = registry.home.vault()
     with registry.session() as s:

@@ -17,8 +17,8 @@ from conftest import GENERATOR, Registry
 from sqlalchemy import select, text, update
 
 from cameo._errors import DecryptionFailed, KeyDestroyed, VaultError
-from cameo._models import Cameo, Template
-from cameo._vault import LocalKek, Vault, template_aad
+from cameo.registry._models import Cameo, Template
+from cameo.registry._vault import LocalKek, Vault, template_aad
 
 FACE_DIM, VOICE_DIM = 128, 256
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database file is SQLite's
@@ -283,7 +283,7 @@ def test_a_data_key_moved_to_another_cameo_does_not_unwrap(enrolled):
 
 
 def test_after_deletion_nothing_decrypts(enrolled):
-    from cameo._cameos import delete_cameo, load_vectors
+    from cameo.registry._cameos import delete_cameo, load_vectors
 
     g = enrolled.grant("alice", "carol")
     tok = enrolled.token("alice", "carol")
@@ -327,7 +327,7 @@ def test_after_deletion_nothing_decrypts(enrolled):
 
 
 def test_nothing_sealed_shows_in_reprs(enrolled):
-    from cameo._cameos import TemplateInput
+    from cameo.registry._cameos import TemplateInput
 
     v = enrolled.vectors["alice"]["face"]
     t = TemplateInput("face", "enc", v)

@@ -17,8 +17,8 @@ from cameo._errors import (
     TooLittleSpeech,
     VoiceError,
 )
-from cameo._media import SAMPLE_RATE, load_audio
-from cameo.biometrics import (
+from cameo.biometrics._media import SAMPLE_RATE, load_audio
+from cameo.biometrics._pipeline import (
     VOICE_MATCH_THRESHOLD,
     VOICE_SAME_SPEAKER_THRESHOLD,
     ResemblyzerVoiceEncoder,
@@ -123,7 +123,7 @@ def test_embed_refuses_bad_audio(enc: ResemblyzerVoiceEncoder) -> None:
 
 def test_44k_file_embeds_like_16k(enc: ResemblyzerVoiceEncoder, data_dir: Path, tmp_path: Path) -> None:
     x16 = load_audio(data_dir / "voices" / "ls_2033" / "1.wav")
-    from cameo._media import resample
+    from cameo.biometrics._media import resample
 
     p = tmp_path / "up.wav"
     sf.write(p, resample(x16, SAMPLE_RATE, 44100), 44100)

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from test_generate_cli import SQLITE_ONLY, Cli, cli  # noqa: F401 - the fixture is used by name
 
-from conditioning import _phash, _soft_binding, _watermark
-from conditioning._provenance import SOFT_BINDING_ASSERTION
+from conditioning.provenance import _phash, _soft_binding, _watermark
+from conditioning.provenance import SOFT_BINDING_ASSERTION
 
 _spec = importlib.util.spec_from_file_location("bench_watermark", Path(__file__).parents[1] / "bench/watermark.py")
 bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
@@ -99,8 +99,8 @@ def test_pictures_never_marked_carry_no_mark(pictures, data_dir):
 
 
 def test_identifiers_are_drawn_again_when_taken(tmp_path):
-    from cameo._db import make_engine, transaction, upgrade
-    from cameo._models import OutputRecord
+    from cameo.registry._db import make_engine, transaction, upgrade
+    from cameo.registry._models import OutputRecord
 
     eng = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     upgrade(eng)
@@ -207,7 +207,7 @@ def test_remix_is_denied_for_a_stripped_output(cli: Cli):
 def test_the_manifest_names_the_soft_binding(tmp_path):
     import datetime as dt
 
-    from conditioning._provenance import ProvenanceAuthority, inspect_output, sign_output
+    from conditioning.provenance import ProvenanceAuthority, inspect_output, sign_output
 
     auth = ProvenanceAuthority.create(tmp_path / "a", now=dt.datetime.now(dt.UTC))
     pic = bench.demo_pictures(1, seed=3)[0]

@@ -39,7 +39,7 @@ from consent import (
 
 from . import _audit as audit
 from ._events import EventTag, Outcome
-from ._errors import DuplicateDocument, DuplicateHandle, InvalidDuration, UnknownAccount, UnknownGenerator, UnknownGrant
+from .._errors import DuplicateDocument, DuplicateHandle, InvalidDuration, UnknownAccount, UnknownGenerator, UnknownGrant
 from ._home import check_handle
 from ._models import Account, Cameo, Follow, Generator, GrantRow, Meta, RegistryKey, RevocationRow
 from ._trust import IntegrityError, trust_of
@@ -180,7 +180,7 @@ def register_generator(session: Session, gen_id: str, *, adapter: str, config: d
                        public_key: bytes | None, now: datetime) -> Generator:
     from consent import GENERATOR_RE
 
-    from ._errors import BadInput
+    from .._errors import BadInput
 
     if not GENERATOR_RE.fullmatch(gen_id):
         raise BadInput(f"invalid generator id {gen_id[:64]!r}: lower-case letters, digits, '.', '_' and '-'")
@@ -278,7 +278,7 @@ def submit_grant(session: Session, data: bytes, *, now: datetime) -> Grant:
         aud = audience_allows(consent.audience, owner=owner.handle, grantee=grantee.handle,
                               mutual=is_mutual(session, owner.id, grantee.id), explicit_grant=True)
         if isinstance(aud, Denied):
-            from ._errors import Denied as DeniedError
+            from .._errors import Denied as DeniedError
 
             raise DeniedError(aud.reasons)
     session.add(GrantRow(id=grant.id, owner_id=owner.id, grantee_id=grantee.id, envelope=data, digest=grant.digest,

@@ -7,19 +7,21 @@ from __future__ import annotations
 import os
 import tempfile
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select
 
 from consent import Grant, Revocation, SigningKey, TokenRequest, fmt_time, new_id
 
 from . import _audit as audit
-from . import _registry as reg
+from . import _services as reg
 from ._db import bind_trust, make_engine, require_schema, restrict_sqlite_file, transaction, trust_for, upgrade
-from ._errors import BadInput, DuplicateHandle, UnknownGrant
+from .._errors import BadInput, DuplicateHandle, UnknownGrant
 from ._home import Home, check_handle, write_private
 from ._models import Account
-from ._request import GenerationRequest
+
+if TYPE_CHECKING:  # the registry takes only the request's digest; the request lives above it
+    from .._request import GenerationRequest
 
 _ENGINES: dict[str, Engine] = {}
 
@@ -249,7 +251,7 @@ def token(home: Home, owner: str, grantee: str, *, passphrase: str, generator: s
                                   request_digest=request.digest, created=now)
         minted = reg.mint(s, req.to_bytes(), home.keyring(), now=now, ttl=life)
     if minted.denied is not None:
-        from ._errors import MintDenied
+        from .._errors import MintDenied
 
         raise MintDenied(minted.denied.reasons)
     assert minted.claims is not None

@@ -13,7 +13,7 @@ likewise). Adaptive S-norm uses only the ``top_k`` closest cohort scores of each
 for top-30/60 on the harder calibration embeddings), so ``top_k=None`` is the default.
 
 A decision is taken at an :class:`OperatingPoint` chosen for its use (see
-:data:`cameo._voice.VOICE_OPERATING_POINTS`): a normalised-score threshold and a floor on the raw
+:data:`cameo.biometrics._voice.VOICE_OPERATING_POINTS`): a normalised-score threshold and a floor on the raw
 cosine. The floor exists because normalisation divides by the cohort's spread: two voices that
 are both far from every cohort speaker get a large normalised score from a mediocre cosine.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import CameoError
+from .._errors import CameoError
 
 __all__ = [
     "CalibrationError",
@@ -123,7 +123,7 @@ def s_norm(raw: float, enrolled_stats: tuple[float, float], probe_stats: tuple[f
 
 
 def _cohort_path(family: str) -> Path:
-    return Path(str(resources.files("cameo") / "cohorts" / f"{family}.npz"))
+    return Path(str(resources.files("cameo.biometrics") / "cohorts" / f"{family}.npz"))
 
 
 _CACHE: dict[tuple[str, str], Cohort] = {}

@@ -21,9 +21,9 @@ from consent import ConsentRecord, KeyMismatch, TemplateCommitment, digest, fmt_
 
 from . import _audit as audit
 from ._events import EventTag
-from ._errors import AgeNotAttested, AlreadyEnrolled, BadInput, NotEnrolled
+from .._errors import AgeNotAttested, AlreadyEnrolled, BadInput, NotEnrolled
 from ._models import Account, Cameo, Protected, Template
-from ._registry import account_key, bump_likeness_version, get_account, live_consent, revoke_grants
+from ._services import account_key, bump_likeness_version, get_account, live_consent, revoke_grants
 from ._trust import trust_of
 from ._vault import Vault
 

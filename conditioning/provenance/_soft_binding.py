@@ -52,10 +52,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cameo._models import OutputRecord
+from cameo.registry import OutputRecord
 
 from . import _phash, _watermark
-from ._errors import ProvenanceInvalid, SigningFailed
+from .._errors import ProvenanceInvalid, SigningFailed
 
 __all__ = ["RECORD_PAYLOAD_TYPE", "MarkedOutput", "Resolution", "draw_identifier", "mark_output",
            "record_output", "resolve_watermark"]
@@ -106,7 +106,7 @@ def mark_output(path: Path, identifier: str) -> MarkedOutput:
     non-image (or too small a picture) as it is. Raises :class:`SigningFailed`."""
     from PIL import Image, UnidentifiedImageError
 
-    from cameo._likeness import sniff_file
+    from cameo import sniff_file
 
     try:
         kind = sniff_file(path)
@@ -147,7 +147,7 @@ def record_output(session: Session, marked: MarkedOutput, *, digest: str, claim:
                   generator: str, request_digest: str, manifest_label: str | None, authority: Any,
                   now: dt.datetime) -> OutputRecord:
     """Write the output's signed record in the caller's transaction."""
-    from ._provenance import _pae
+    from consent import pae as _pae
 
     created = now.astimezone(dt.UTC).isoformat()
     body = _record_body(identifier=marked.identifier, digest=digest, media_type=marked.media_type,
@@ -171,7 +171,9 @@ def record_output(session: Session, marked: MarkedOutput, *, digest: str, claim:
 def verified_record(row: OutputRecord, authority: Any) -> dict[str, Any]:
     """The record's signed body, if its signature verifies under our root and it says what the
     row says; else :class:`ProvenanceInvalid` (the row was edited, or not signed by us)."""
-    from ._provenance import _chain_ok, _pae, _rooted
+    from consent import pae as _pae
+
+    from ._report import _chain_ok, _rooted
 
     try:
         env = json.loads(row.envelope)

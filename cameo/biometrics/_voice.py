@@ -5,14 +5,14 @@ vector. :func:`check_speech` is the gate in front of it; every embedding this mo
 comes from audio that passed it (digital silence, NaN, clipping, no speech, too little speech
 each raise their own :class:`~cameo._errors.VoiceError`).
 
-Audio here is always float32 mono at 16 kHz (see :mod:`cameo._media`, which refuses audio
+Audio here is always float32 mono at 16 kHz (see :mod:`cameo.biometrics._media`, which refuses audio
 recorded below 16 kHz with :class:`~cameo._errors.SampleRateTooLow`: a clip upsampled from 8 kHz
 embeds away from the same speaker at 16 kHz, so it would neither enroll nor screen faithfully).
 Files are never loaded through resemblyzer's own ``preprocess_wav``, which resamples silently.
 
 Decisions (issue 12): a raw cosine picked on five DEV speakers was an accident (a new speaker's
 genuine 0.83 fell under 0.84). Scores are now S-normalised against a cohort of 114 LibriSpeech
-speakers shipped as embeddings (:mod:`cameo._calibration`, ``cameo/cohorts/``) and decided at an
+speakers shipped as embeddings (:mod:`cameo.biometrics._calibration`, ``cameo/cohorts/``) and decided at an
 operating point per use (:data:`VOICE_OPERATING_POINTS`); every decision reports both the raw
 cosine and the normalised score. Figures: ``bench/accuracy.py`` and the README.
 
@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cameo._calibration import Cohort, OperatingPoint, Scored, load_cohort
-from cameo._encoder_id import EncoderId, sha256_file
+from cameo.biometrics._calibration import Cohort, OperatingPoint, Scored, load_cohort
+from cameo.biometrics._encoder_id import EncoderId, sha256_file
 from cameo._errors import ClippedAudio, NoiseOnly, SilentAudio, TooLittleSpeech
-from cameo._media import SAMPLE_RATE
+from cameo.biometrics._media import SAMPLE_RATE
 
 __all__ = [
     "CLIP_FRACTION_MAX",
@@ -284,8 +284,8 @@ class ResemblyzerVoiceEncoder:
     @property
     def cohort(self) -> Cohort:
         """The score-normalisation cohort (shipped in the package unless one was given).
-        Raises :class:`~cameo._calibration.CohortUnavailable` or
-        :class:`~cameo._calibration.CohortMismatch`."""
+        Raises :class:`~cameo.biometrics._calibration.CohortUnavailable` or
+        :class:`~cameo.biometrics._calibration.CohortMismatch`."""
         if self._cohort is None:
             c = load_cohort(self.family, encoder=self.encoder_id.id)
             c.check(self.family, self.dim)

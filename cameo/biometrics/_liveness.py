@@ -28,14 +28,14 @@ photo-pan attacks, "real" = the ``real_*`` clips, including the nearly static ``
    largest distance between the centroids of frames [0, k) and [k, n) over all cut points k, and
    ``max_pair_distance``. dlib DEV: real split <= 0.29, pair <= 0.48; splices split 0.70-0.95,
    pair 0.85-1.04. Thresholds :data:`SPLIT_MAX` 0.45 and :data:`PAIR_MAX` 0.70.
-4. Is there a voice? Audio present, and :func:`cameo._voice.check_speech` passes (the silent
+4. Is there a voice? Audio present, and :func:`cameo.biometrics._voice.check_speech` passes (the silent
    head-mover has an audio track at -60 dBFS: refused as near silence). When voice partial
    embeddings are given, ``voice_split`` (lowest cosine between the partial-embedding centroids
    either side of a cut, over all cuts) flags a change of speaker mid-clip: DEV one speaker
    0.80-0.91 (0.80 on the 3 s LibriSpeech track of the photo attacks), the spliced audio of
    ``extra/splice`` 0.64. Threshold :data:`VOICE_SPLIT_MIN` 0.70 (thin: ~0.06-0.10 each side).
 
-5. Does the speech come from this mouth (not a dub)? ``av_sync_z`` (:mod:`cameo._avsync`): the
+5. Does the speech come from this mouth (not a dub)? ``av_sync_z`` (:mod:`cameo.biometrics._avsync`): the
    mouth opening on every frame of the first 10 s against the speech envelope, best correlation
    within +-0.32 s, in standard deviations above the same correlation at wrong alignments
    (the audio circularly shifted by >= 1 s). Measured (every frame, dlib 68 points):
@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from cameo._errors import LivenessFailed, Reason, VoiceError
-from cameo._face import FaceObservation
+from cameo.biometrics._face import FaceObservation
 
 __all__ = [
     "MIN_FACE_FRAMES",
@@ -222,10 +222,10 @@ def assess_video(
     ``face_metric``: ``"l2"`` or ``"ip"`` (picks the identity thresholds).
     ``audio``: 16 kHz mono float32, or None when the video has no audio stream.
     ``voice_partials``: resemblyzer partial embeddings of the speech, if computed.
-    ``mouth_track``: a :class:`cameo._avsync.MouthTrack` (every frame), for the synchrony check.
+    ``mouth_track``: a :class:`cameo.biometrics._avsync.MouthTrack` (every frame), for the synchrony check.
     Never raises for a bad video: the reasons say what is wrong (see :func:`require_live`).
     """
-    from cameo._voice import check_speech
+    from cameo.biometrics._voice import check_speech
 
     speech_ok = False
     reasons: list[Reason] = []
@@ -319,7 +319,7 @@ def assess_video(
                 reasons.append(Reason("voice_changes", "the voice changes speaker during the video"))
 
     if mouth_track is not None and audio is not None and speech_ok:
-        from cameo._avsync import sync_score
+        from cameo.biometrics._avsync import sync_score
 
         sync = sync_score(mouth_track, audio)
         if sync is not None:

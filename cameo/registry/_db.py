@@ -31,7 +31,7 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ._errors import CameoError, NotInitialised
+from .._errors import CameoError, NotInitialised
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -115,7 +115,7 @@ _TRUST: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
 
 
 def bind_trust(engine: Engine, trust: Any) -> None:
-    """Attach the registry's root of trust (:class:`cameo._trust.RegistryTrust`) to an engine:
+    """Attach the registry's root of trust (:class:`cameo.registry._trust.RegistryTrust`) to an engine:
     every transaction opened on it carries it in ``session.info["trust"]``."""
     _TRUST[engine] = trust
 
@@ -182,7 +182,7 @@ class Stmt(NamedTuple):
 
 
 def compile_positional(stmt: Any, dialect_name: str) -> Stmt:
-    """Compile a Core statement built from the table definitions in ``cameo._models`` to the
+    """Compile a Core statement built from the table definitions in ``cameo.registry._models`` to the
     driver's SQL with positional parameters: the hot path runs it on the DB-API cursor without
     SQLAlchemy's per-statement layers, but its table and column names come from one place."""
     if dialect_name == "postgresql":

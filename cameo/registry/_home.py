@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from consent import HANDLE_RE, SigningKey, TokenKeyring
 
-from ._errors import InvalidHandle, NotInitialised, UnknownAccount, WrongPassphrase
+from .._errors import InvalidHandle, NotInitialised, UnknownAccount, WrongPassphrase
 from ._vault import LocalKek, Vault
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cameo._encoder_id import EncoderId
+from cameo.biometrics._encoder_id import EncoderId
 from cameo._errors import (
     EnrollmentError,
     FaceTooBlurry,
@@ -42,7 +42,7 @@ from cameo._errors import (
     MultipleFaces,
     NoFaceFound,
 )
-from cameo._face import (
+from cameo.biometrics._face import (
     DLIB_MATCH_THRESHOLD,
     INSIGHTFACE_MATCH_THRESHOLD,
     MIN_FACE_PX,
@@ -52,9 +52,9 @@ from cameo._face import (
     FaceQuality,
     InsightFaceEncoder,
 )
-from cameo._liveness import FrameFaces, LivenessReport, assess_video, require_live
-from cameo._media import SAMPLE_RATE, VideoClip, load_audio, load_image, load_video
-from cameo._voice import (
+from cameo.biometrics._liveness import FrameFaces, LivenessReport, assess_video, require_live
+from cameo.biometrics._media import SAMPLE_RATE, VideoClip, load_audio, load_image, load_video
+from cameo.biometrics._voice import (
     MIN_VOICED_SECONDS,
     VOICE_MATCH_THRESHOLD,
     VOICE_SAME_SPEAKER_THRESHOLD,
@@ -442,7 +442,7 @@ def _analyse_video(
             speech = None  # assess_video reports why
         if speech is not None:
             voice_emb, partials = voice_encoder.embed_with_partials(speech.voiced, source=src, checked=True)
-    from cameo._avsync import mouth_track  # every frame of the first seconds: is the voice this mouth's?
+    from cameo.biometrics._avsync import mouth_track  # every frame of the first seconds: is the voice this mouth's?
 
     mouth = mouth_track(path) if speech is not None else None
     report = assess_video(

@@ -30,7 +30,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._errors import CameoError, DecryptionFailed, KeyDestroyed, VaultError
+from .._errors import CameoError, DecryptionFailed, KeyDestroyed, VaultError
 
 NONCE = 12
 

@@ -2,7 +2,7 @@
 
 Both encoders share one surface:
 
-- ``encoder_id`` (:class:`~cameo._encoder_id.EncoderId`), ``dim``, ``metric`` (``"l2"`` or
+- ``encoder_id`` (:class:`~cameo.biometrics._encoder_id.EncoderId`), ``dim``, ``metric`` (``"l2"`` or
   ``"ip"``: what a search index should use), ``threshold`` (in the metric's own unit:
   a maximum euclidean distance for dlib, a minimum cosine for insightface);
 - ``distance(a, b)`` (lower is closer, for both), ``similarity(a, b)`` (higher is closer),
@@ -11,7 +11,7 @@ Both encoders share one surface:
   ``observe(rgb, source=...)`` (the same plus an embedding per face);
   ``embed(rgb, observation)`` adds the embedding to one detection.
 
-Images are RGB ``uint8`` ``(H, W, 3)`` arrays (see :mod:`cameo._media`): dlib shifts a
+Images are RGB ``uint8`` ``(H, W, 3)`` arrays (see :mod:`cameo.biometrics._media`): dlib shifts a
 descriptor by ~0.28 when given BGR, so the conversion is done once, at load time.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cameo._encoder_id import EncoderId, sha256_file
+from cameo.biometrics._encoder_id import EncoderId, sha256_file
 from cameo._errors import EncoderUnavailable
 
 __all__ = [

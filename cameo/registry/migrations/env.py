@@ -1,11 +1,11 @@
 from alembic import context
 
-from cameo._models import Base
+from cameo.registry._models import Base
 
 config = context.config
 engine = config.attributes.get("engine")
 if engine is None:  # `alembic` run from the command line against a URL
-    from cameo._db import make_engine
+    from cameo.registry._db import make_engine
 
     engine = make_engine(config.get_main_option("sqlalchemy.url"))
 

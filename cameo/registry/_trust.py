@@ -44,7 +44,7 @@ from consent import (
     state_mac_ok,
 )
 
-from ._errors import CameoError, NotInitialised, Reason
+from .._errors import CameoError, NotInitialised, Reason
 
 
 class IntegrityError(CameoError):
@@ -61,7 +61,7 @@ class IntegrityError(CameoError):
 @dataclass(eq=False)
 class RegistryTrust:
     """The keys that make the registry's rows trustworthy. Built from the home's key files
-    (:meth:`cameo._home.Home.trust`); the signing half of the binding key exists only where the
+    (:meth:`cameo.registry._home.Home.trust`); the signing half of the binding key exists only where the
     registry's key files are (the registry host)."""
 
     binding_key: VerifyKey
@@ -153,7 +153,7 @@ class RegistryTrust:
 
 
 def trust_of(session: Any) -> RegistryTrust:
-    """The trust the caller's transaction was opened with (:func:`cameo._db.transaction`)."""
+    """The trust the caller's transaction was opened with (:func:`cameo.registry._db.transaction`)."""
     t = session.info.get("trust") if hasattr(session, "info") else None
     if t is None:
         raise NotInitialised("this transaction was opened without the registry's keys (use the home's engine)")

@@ -9,7 +9,7 @@ best correlation within +-0.32 s of the true alignment stands above the shifted 
 speaks these words scores well above 0; a face dubbed with someone else's speech correlates with
 its audio no better than with a shifted copy of it (z near or below 0).
 
-Features (chosen on DEV ``videos/`` and ``videos/extra/``, see :mod:`cameo._liveness`): mouth
+Features (chosen on DEV ``videos/`` and ``videos/extra/``, see :mod:`cameo.biometrics._liveness`): mouth
 opening / inter-ocular distance; the audio's 300-3400 Hz band amplitude over each video frame;
 both detrended by a 1 s moving average; Pearson correlation at lags of +-8 frames.
 """
