@@ -473,12 +473,15 @@ class Gate:
         return GateDecision(verdicts, tuple(parsed[1]))
 
     def _judge(self, cur: Any, parsed: tuple[list[TokenVerdict], list[Reason]], *, generator_id: str,
-               request: GenerationRequest, now: datetime, lock: bool) -> tuple[GateDecision, list[Any]]:
+               request: GenerationRequest, now: datetime, lock: bool,
+               releasing: bool) -> tuple[GateDecision, list[Any]]:
         """Steps 1-9 and screening: the verdict both tiers share (``check`` and ``release`` agree
-        on it for the same request and tokens; only consumption differs)."""
+        on it for the same request and tokens). A release also needs a likeness to hand over
+        (``cameo.none`` for an owner who never enrolled): the dry run answers whether the tokens
+        are honoured, and a grant may be made before its owner enrolls."""
         decision = self._decide(cur, parsed, generator_id=generator_id, now=now, lock=lock)
         found: list[Any] = []
-        if decision.allowed:
+        if decision.allowed and releasing:
             missing = tuple(Reason("cameo.none", f"{v.token.owner} has no enrolled likeness to release")
                             for v in decision.verdicts if v.live is not None and v.live.cameo_id is None
                             and v.token is not None)
@@ -518,7 +521,7 @@ class Gate:
         def run() -> GateDecision:
             with self._txn() as (_, cur):
                 decision, found = self._judge(cur, parsed, generator_id=generator_id, request=request, now=now,
-                                              lock=False)
+                                              lock=False, releasing=False)
                 self._audit(cur, EventTag.GATE_CHECK, decision, generator_id=generator_id, request=request, now=now)
                 notify(lambda *a, **k: self._append(cur, *a, **k), found, generator_id=generator_id,
                        request=request, now=now)
@@ -555,7 +558,7 @@ class Gate:
             items: list[dict[str, Any]] = []
             with self._txn() as (conn, cur):
                 decision, found = self._judge(cur, parsed, generator_id=generator_id, request=request, now=now,
-                                              lock=True)
+                                              lock=True, releasing=load_templates)
                 if decision.allowed:
                     for v in decision.verdicts:
                         r = self._consume(cur, v, generator_id=generator_id, stamp=stamp)  # step 10
