@@ -11,6 +11,7 @@ from ._errors import (
     ClippedAudio,
     DecryptionFailed,
     Denied,
+    DuplicateDocument,
     DuplicateHandle,
     EnrollmentError,
     EnrollmentRefused,
@@ -51,7 +52,7 @@ from ._request import GenerationRequest, StagedReference, file_digest
 
 __all__ = [
     "AgeNotAttested", "AlreadyEnrolled", "BadInput", "CameoError", "ClippedAudio", "DecryptionFailed", "Denied",
-    "DuplicateHandle", "EnrollmentError", "EnrollmentRefused", "FaceTooBlurry", "FaceTooSmall", "GenerationRequest",
+    "DuplicateDocument", "DuplicateHandle", "EnrollmentError", "EnrollmentRefused", "FaceTooBlurry", "FaceTooSmall", "GenerationRequest",
     "Encoders", "Hit", "Home", "IdentityConflict", "LikenessDirectory", "Registry", "StagedReference", "enroll",
     "file_digest", "match", "open", "probe", "sniff_file", "InconsistentIdentity", "InvalidDuration", "InvalidHandle", "InvalidRequest",
     "KeyDestroyed", "KeyWrapper", "LivenessFailed", "LocalKek", "MediaError", "MintDenied", "MultipleFaces",

@@ -66,6 +66,7 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         config.update(recipient_public_key=public_key, generator_id=generator)
     adapter = get_adapter(adapter_name, **config)
     say = progress or (lambda _stage: None)
+    gate: Gate | None = None
     staging = new_staging(home)  # 0
     try:
         say(f"staging {len(request.reference_names)} reference(s)")
@@ -123,6 +124,8 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         return {"generator": generator, "request_digest": request.digest, "outputs": outputs,
                 "cameos": claim["cameo_ids"], "token_ids": claim["token_ids"]}
     finally:
+        if gate is not None:
+            gate.close()  # its kept connection goes back to the pool
         shutil.rmtree(staging, ignore_errors=True)
 
 

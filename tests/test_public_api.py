@@ -175,3 +175,17 @@ def test_the_public_gate_screens_and_check_agrees_with_release(make_registry, fa
     told = [x for x in r.usage("carol")["entries"] if x["event"] == "screen:match:denied"]
     assert len(told) == 2  # the dry run and the release both told her
     gate.close()
+
+
+def test_a_gate_used_as_a_context_manager_gives_its_connection_back(live: Registry):
+    """A server runs many calls on long-lived gates: a gate keeps one connection per thread while in
+    use and hands it back when closed (``with registry.gate(...) as gate``)."""
+    r = live
+    r.enroll("alice", {"face": _vec(9, 128), "voice": _vec(10, 256)})
+    r.grant("alice", "bob")
+    registry = conditioning.open()
+    before = r.engine.pool.checkedout()
+    with registry.gate(GENERATOR) as gate:
+        assert gate.check(r.request(), [r.token()], now=r.now).allowed
+        assert r.engine.pool.checkedout() == before + 1  # kept between decisions (no per-call checkout)
+    assert r.engine.pool.checkedout() == before
