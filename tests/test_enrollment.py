@@ -887,7 +887,7 @@ def test_delete_needs_the_owner_and_a_cameo(fresh: Base) -> None:
 
 
 @pytest.mark.data
-@pytest.mark.xfail(strict=True, reason="DESIGN GAP (cameo/_vault.py docstring, invariant 4): crypto-shredding "
+@pytest.mark.xfail(strict=True, reason="DESIGN GAP (cameo/registry/_vault.py docstring, invariant 4): crypto-shredding "
                    "destroys the wrapped data key in the live database only. A database backup taken before the "
                    "delete holds that wrapped key too, and the KEK (never rotated on delete) still unwraps it, so "
                    "'unrecoverable, including copies in backups' does not hold for backups of the database.")

@@ -1,6 +1,6 @@
 """Liveness: real talking heads pass; photos, 2-D pans, splices and voiceless videos are refused.
 
-Per-video metrics measured on the DEV videos (16 frames, dlib; see cameo/_liveness.py):
+Per-video metrics measured on the DEV videos (16 frames, dlib; see cameo/biometrics/_liveness.py):
 
 | video | nonplanar | mouth_sd | pose_range | split | pair | voice_split | verdict |
 |---|---|---|---|---|---|---|---|
@@ -20,7 +20,7 @@ Per-video metrics measured on the DEV videos (16 frames, dlib; see cameo/_livene
 | extra/no_audio | 0.084 | 0.080 | 0.49 | 0.23 | 0.46 | - | no_audio |
 | extra/voice_swap | 0.051 | 0.068 | 0.18 | 0.20 | 0.35 | 0.84 | voice_not_in_sync |
 
-Audio-visual synchrony (``av_sync_z``, every frame of the first 10 s, cameo/_avsync.py): real
+Audio-visual synchrony (``av_sync_z``, every frame of the first 10 s, cameo/biometrics/_avsync.py): real
 speaking clips 0.95-3.97 (real_vr_face2 0.95, real_talking_head 1.07, real_katie_hill 1.20,
 real_bob_menendez 1.25, real_hdtf_rd_radio2 3.97); voice_swap -1.15; threshold 0.0.
 """

@@ -36,7 +36,7 @@ class Account(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[str] = mapped_column(String(32))
-    # the registry's binding-key signature over (id, handle, key id, public key): see cameo/_trust.py
+    # the registry's binding-key signature over (id, handle, key id, public key): see cameo/registry/_trust.py
     binding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
@@ -114,7 +114,7 @@ class GrantRow(Base):
     uses: Mapped[int] = mapped_column(Integer, default=0)
     revoked_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[str] = mapped_column(String(32))
-    # HMAC (state key) over (id, digest, owner, grantee, uses, revoked_at): see cameo/_trust.py
+    # HMAC (state key) over (id, digest, owner, grantee, uses, revoked_at): see cameo/registry/_trust.py
     state_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
