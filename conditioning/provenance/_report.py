@@ -150,28 +150,11 @@ def _messages(results: Mapping[str, Any] | None) -> tuple[ValidationMessage, ...
     return tuple(out)
 
 
-def _missing(p: Path) -> ProvenanceReport:
+def _failed(p: Path, *, state: str, binding: str, code: str, text: str) -> ProvenanceReport:
+    """A report with no verified provenance: nothing claimed, one failure message."""
     return ProvenanceReport(
         path=p,
-        state="Missing",
-        valid=False,
-        trusted=False,
-        binding="none",
-        claim={},
-        generator=None,
-        claim_generator=None,
-        actions=(),
-        digital_source_type=None,
-        signer=None,
-        manifest_label=None,
-        messages=(ValidationMessage("failure", "manifest.missing", "no C2PA manifest found"),),
-    )
-
-
-def _unreadable(p: Path, binding: str, error: Exception) -> ProvenanceReport:
-    return ProvenanceReport(
-        path=p,
-        state="Invalid",
+        state=state,
         valid=False,
         trusted=False,
         binding=binding,
@@ -182,8 +165,16 @@ def _unreadable(p: Path, binding: str, error: Exception) -> ProvenanceReport:
         digital_source_type=None,
         signer=None,
         manifest_label=None,
-        messages=(ValidationMessage("failure", "manifest.unreadable", str(error)),),
+        messages=(ValidationMessage("failure", code, text),),
     )
+
+
+def _missing(p: Path) -> ProvenanceReport:
+    return _failed(p, state="Missing", binding="none", code="manifest.missing", text="no C2PA manifest found")
+
+
+def _unreadable(p: Path, binding: str, error: Exception) -> ProvenanceReport:
+    return _failed(p, state="Invalid", binding=binding, code="manifest.unreadable", text=str(error))
 
 
 def _common_name(cert: x509.Certificate) -> str | None:
