@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, Self
 
@@ -112,9 +113,15 @@ VersionOpt = Annotated[Optional[bool], typer.Option(
     "--version", callback=_version, is_eager=True, help="Print the installed version and exit.")]
 
 
+ServerOpt = Annotated[Optional[str], typer.Option(
+    "--server", help="Registry server URL (default: CAMEO_SERVER; unset or empty = the local registry).")]
+
+
 @app.callback()
-def _main(home: HomeOpt = None, db: DbOpt = None, version: VersionOpt = None) -> None:
+def _main(home: HomeOpt = None, db: DbOpt = None, server: ServerOpt = None, version: VersionOpt = None) -> None:
     STATE.home, STATE.db = home, db
+    if server is not None:
+        os.environ["CAMEO_SERVER"] = server
 
 
 def _home() -> Any:
@@ -125,6 +132,19 @@ def _home() -> Any:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _remote() -> Any:
+    """The party's client when CAMEO_SERVER (or --server) names a registry server, else None."""
+    from cameo.client import Party, server_url
+
+    url = server_url()
+    if url is None:
+        return None
+    try:
+        return Party(_home(), url)
+    except Exception as e:  # noqa: BLE001 - a bad URL is bad input, with the client's message
+        _fail(getattr(e, "exit_code", 2), str(e), "--json" in sys.argv)
 
 
 def _passphrase(handle: str, as_json: bool, *, confirm: bool = False) -> str:
@@ -262,7 +282,9 @@ def account_create(handle: str, as_json: JsonOpt = False) -> None:
     from cameo.registry._app import account_create as do
 
     pw = _passphrase(handle, as_json, confirm=True)
-    _run(lambda: do(_home(), handle, pw, now=_now()), as_json, _echo("account {handle} created (key {key_id})"))
+    remote = _remote()
+    _run(lambda: remote.account_create(handle, pw, now=_now()) if remote else do(_home(), handle, pw, now=_now()),
+         as_json, _echo("account {handle} created (key {key_id})"))
 
 
 @app.command()
@@ -271,7 +293,9 @@ def follow(follower: str, followee: str, as_json: JsonOpt = False) -> None:
     from cameo.registry._app import follow as do
 
     pw = _passphrase(follower, as_json)
-    _run(lambda: do(_home(), follower, followee, passphrase=pw, now=_now()), as_json,
+    remote = _remote()
+    _run(lambda: remote.follow(follower, followee, passphrase=pw, now=_now()) if remote else
+         do(_home(), follower, followee, passphrase=pw, now=_now()), as_json,
          _echo("{follower} follows {followee}"))
 
 
@@ -295,8 +319,10 @@ def grant(
     purps = _csv(purpose, PURPOSES, "--purpose", as_json)
     gens = tuple(g.strip() for x in generator for g in x.split(",") if g.strip())
     pw = _passphrase(owner, as_json)
-    _run(lambda: do(_home(), owner, to, passphrase=pw, modalities=mods, purposes=purps, generators=gens, uses=uses,
-                    expires=expires, now=_now()), as_json,
+    remote = _remote()
+    _run(lambda: (remote.grant if remote else partial(do, _home()))(
+             owner, to, passphrase=pw, modalities=mods, purposes=purps, generators=gens, uses=uses, expires=expires,
+             now=_now()), as_json,
          lambda r: typer.echo(f"grant {r['grant_id']}: {r['owner']} -> {r['grantee']}, {','.join(r['modalities'])} on "
                               f"{','.join(r['generators'])}, {r['max_uses']} use(s) until {_when(r['not_after'])}"))
 
@@ -315,6 +341,11 @@ def grants(owner: str, as_json: JsonOpt = False) -> None:
             return
         _table(["grant", "grantee", "modalities", "generators", "uses left", "expires", "state"], rows)
 
+    remote = _remote()
+    if remote:
+        pw = _passphrase(owner, as_json)
+        _run(lambda: remote.grants(owner, passphrase=pw), as_json, show)
+        return
     _run(lambda: do(_home(), owner, now=_now()), as_json, show)
 
 
@@ -329,7 +360,9 @@ def revoke(
     from cameo.registry._app import revoke as do
 
     pw = _passphrase(owner, as_json)
-    _run(lambda: do(_home(), owner, passphrase=pw, grant_id=grant_id, everything=everything, now=_now()), as_json,
+    remote = _remote()
+    _run(lambda: (remote.revoke if remote else partial(do, _home()))(
+             owner, passphrase=pw, grant_id=grant_id, everything=everything, now=_now()), as_json,
          lambda r: typer.echo(f"revoked ({r['scope']}): {', '.join(r['revoked_grants']) or 'nothing live'}"))
 
 
@@ -354,8 +387,10 @@ def token(
     from cameo.registry._app import token as do
 
     pw = _passphrase(as_, as_json)
-    _run(lambda: do(_home(), owner, as_, passphrase=pw, generator=generator, request=_request(request),
-                    purpose=purpose, grant_id=grant_id, ttl=ttl, now=_now()), as_json,
+    remote = _remote()
+    _run(lambda: (remote.token if remote else partial(do, _home()))(
+             owner, as_, passphrase=pw, generator=generator, request=_request(request), purpose=purpose,
+             grant_id=grant_id, ttl=ttl, now=_now()), as_json,
          lambda r: typer.echo(r["token"]))
 
 
@@ -423,7 +458,11 @@ def check(
 
     tokens = _tokens(token_, token_file, as_json)
 
+    remote = _remote()
+
     def call() -> dict[str, Any]:
+        if remote:
+            return remote.check(tokens, generator=generator, request=_request(request))
         return do(_home(), tokens, generator=generator, request=_request(request), now=_now())
 
     r = _run(call, as_json, lambda r: typer.echo("allowed" if r["allowed"] else "denied"))
@@ -551,7 +590,15 @@ def enroll(
     purps = _csv(purpose, PURPOSES, "--purpose", as_json)
     pw = _passphrase(handle, as_json)
 
+    remote = _remote()
+
     def call() -> dict[str, Any]:
+        if remote:
+            with _Progress("enroll") as progress:
+                return remote.enroll(handle, passphrase=pw, faces=list(face or []), voices=list(voice or []),
+                                     video=video, audience=audience, restrictions=list(restriction or []),
+                                     purposes=purps, adult=adult, expires=expires, progress=progress.stage,
+                                     now=_now())
         with _Progress("enroll") as progress:
             return do(_home(), handle, passphrase=pw, faces=list(face or []), voices=list(voice or []), video=video,
                       audience=audience, restrictions=list(restriction or []), purposes=purps, adult=adult,
@@ -579,12 +626,23 @@ def show(handle: str, as_json: JsonOpt = False) -> None:
         _table(["modality", "encoder", "samples", "quality"],
                [[x["modality"], x["encoder"], str(x["samples"]), _quality(x["quality"])] for x in r["templates"]])
 
+    remote = _remote()
+    if remote:
+        pw = _passphrase(handle, as_json)
+        _run(lambda: remote.show(handle, passphrase=pw), as_json, pretty)
+        return
     _run(lambda: do(_home(), handle), as_json, pretty)
 
 
 @app.command()
-def match(path: Path, face_model: FaceModelOpt = None, as_json: JsonOpt = False) -> None:
-    """Which cameo, if any, the faces or voice in PATH belong to, with scores."""
+def match(path: Path, face_model: FaceModelOpt = None,
+          owner: Annotated[Optional[str], typer.Option(
+              "--owner", help="With a server: whether PATH shows OWNER's own cameo (signed by OWNER).")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Which cameo, if any, the faces or voice in PATH belong to, with scores.
+
+    Against a server, face search is not a public lookup: an owner asks about their own cameo
+    (--owner); the operator runs it on the registry host."""
     from cameo._enrollment import match as do
 
     def pretty(r: dict[str, Any]) -> None:
@@ -594,6 +652,15 @@ def match(path: Path, face_model: FaceModelOpt = None, as_json: JsonOpt = False)
                 typer.echo(f"{key[:-1]} {x['index']}: {who}; best {x['metric']} {x['best_score']} (threshold {x['threshold']})")
         if not r["faces"] and not r["voices"]:
             typer.echo("no face or voice found")
+
+    remote = _remote()
+    if remote:
+        if not owner:
+            _fail(2, "against a server, give --owner HANDLE (an owner asks about their own cameo; the operator "
+                     "runs match on the registry host)", as_json)
+        pw = _passphrase(str(owner), as_json)
+        _run(lambda: remote.match(str(owner), path, passphrase=pw), as_json, pretty)
+        return
 
     def call() -> dict[str, Any]:
         with _Progress("match") as progress:
@@ -608,7 +675,9 @@ def delete(handle: str, as_json: JsonOpt = False) -> None:
     from cameo._enrollment import delete as do
 
     pw = _passphrase(handle, as_json)
-    _run(lambda: do(_home(), handle, passphrase=pw, now=_now()), as_json,
+    remote = _remote()
+    _run(lambda: remote.delete(handle, passphrase=pw) if remote else do(_home(), handle, passphrase=pw, now=_now()),
+         as_json,
          _echo("deleted {handle}'s cameo: data key destroyed, {templates_destroyed} template(s) gone"))
 
 
@@ -661,7 +730,13 @@ def generate(
     from conditioning._generate import generate as do
 
     tokens = _tokens(token_, token_file, as_json)
+    remote = _remote()
+
     def call() -> dict[str, Any]:
+        if remote:
+            with _Progress("generate") as progress:
+                return remote.generate(_request(request), tokens, generator=generator, out_dir=out, now=_now(),
+                                       progress=progress.stage)
         with _Progress("generate") as progress:
             return do(_home(), _request(request), tokens, generator=generator, out_dir=out, now=_now(),
                       face_model=face_model, progress=progress.stage)
@@ -694,7 +769,8 @@ def provenance_verify(path: Path, as_json: JsonOpt = False) -> None:
                 ("restrictions", "; ".join(c.get("restrictions", [])) or "none"),
                 ("request", _short(c.get("request_digest")) or "?")])
 
-    _run(lambda: do(_home(), path), as_json, pretty)
+    remote = _remote()
+    _run(lambda: remote.provenance_verify(path) if remote else do(_home(), path), as_json, pretty)
 
 
 @generator_app.command("add")
@@ -712,6 +788,20 @@ def generator_add(
          _echo("generator {id} registered (adapter {adapter})"))
 
 
+@generator_app.command("keygen")
+def generator_keygen(
+    gen_id: Annotated[str, typer.Argument(metavar="ID")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where to write ID.pub (default: here).")] = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """On a generator host: make its request (Ed25519) and sealing (X25519) keys, kept in this home,
+    and write ID.pub for the operator's `cameo generator add ID --adapter sealed --public-key ID.pub`."""
+    from cameo.client._party import Party
+
+    _run(lambda: Party(_home(), "http://127.0.0.1").generator_keygen(gen_id, out_dir=out_dir), as_json,
+         _echo("generator {generator}: keys kept in this home; public keys in {path}"))
+
+
 @generator_app.command("list")
 def generator_list(as_json: JsonOpt = False) -> None:
     """List registered generators."""
@@ -719,6 +809,21 @@ def generator_list(as_json: JsonOpt = False) -> None:
 
     _run(lambda: do(_home()), as_json,
          lambda r: [typer.echo(f"{g['id']}  adapter={g['adapter']}  sealed={g['sealed']}") for g in r["generators"]])
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to bind (a non-loopback one needs TLS).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8750,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="TLS certificate chain (PEM).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="TLS private key (PEM).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve this registry over HTTP (API under /v1, GET /healthz, OpenAPI at /openapi.json)."""
+    from service._serve import serve as do
+
+    _run(lambda: do(_home(), host=host, port=port, workers=workers, tls_cert=tls_cert, tls_key=tls_key), as_json)
 
 
 @app.command()

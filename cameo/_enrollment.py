@@ -224,3 +224,115 @@ def retention(home: Home, *, max_idle_days: int, dry_run: bool, now: datetime) -
         raise BadInput("--max-idle-days must be between 1 and 36500")
     with transaction(engine_for(home)) as s:
         return retention_run(s, now=now, max_idle=timedelta(days=max_idle_days), dry_run=dry_run)
+
+
+# -- two-step enrollment (the service): the server computes, the owner signs on their own machine --
+PENDING_TTL = timedelta(minutes=15)
+
+
+def _pending_aead(home: Home) -> Any:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(home.vault().derive_key(b"pending-enrollment"))
+
+
+def enroll_begin(home: Home, handle: str, *, faces: list[Path], voices: list[Path], video: Path | None,
+                 encoders: Encoders, now: datetime, progress: Progress | None = None) -> dict[str, Any]:
+    """Step 1 of an enrollment through the service: embed the media, check liveness and that the
+    likeness is nobody else's, and keep the templates sealed (under a key derived from the KEK)
+    for :data:`PENDING_TTL`. Returns the template commitments the owner's consent record must
+    name. Nothing here is a cameo: an enrollment never completed expires and leaves nothing."""
+    import base64
+    import json
+    import os
+
+    from sqlalchemy import delete as sql_delete
+
+    from consent import new_id as _new_id
+
+    from .registry._cameos import cameo_of
+    from .registry._service_models import PendingEnrollment
+    from ._errors import AlreadyEnrolled, NotEnrolled
+
+    if video is not None and (faces or voices):
+        raise BadInput("enroll from a --video, or from --face photos and --voice clips, not both")
+    if video is None and not faces:
+        raise BadInput("give --face photos (and --voice clips), or a --video")
+    eng = engine_for(home)
+    with transaction(eng) as s:
+        acc = reg.get_account(s, handle)
+        try:
+            _, existing = cameo_of(s, handle)
+            if existing.status == "active":
+                raise AlreadyEnrolled(f"{handle} is already enrolled; `cameo delete {handle}` first to re-enroll")
+        except NotEnrolled:
+            pass
+        account_id = acc.id
+    templates, report = _templates(encoders, faces=faces, voices=voices, video=video, progress=progress)
+    with transaction(eng) as s:
+        _not_someone_else(LikenessDirectory.load(s, home.vault(), exclude=handle), encoders, templates)
+    eid = _new_id("enr")
+    body = json.dumps({"templates": [{"modality": t.modality, "encoder": t.encoder_id, "samples": t.samples,
+                                      "quality": t.quality, "vector": base64.b64encode(t.to_bytes()).decode()}
+                                     for t in templates], "report": report}).encode()
+    nonce = os.urandom(12)
+    sealed = nonce + _pending_aead(home).encrypt(nonce, body, f"{eid}|{account_id}".encode())
+    expires = now + PENDING_TTL
+    with transaction(eng) as s:
+        s.execute(sql_delete(PendingEnrollment).where(PendingEnrollment.expires_at <= int(now.timestamp())))
+        s.execute(sql_delete(PendingEnrollment).where(PendingEnrollment.account_id == account_id))
+        s.add(PendingEnrollment(id=eid, account_id=account_id, payload=sealed, expires_at=int(expires.timestamp())))
+    from consent import fmt_time
+
+    return {"enrollment_id": eid, "handle": handle, "expires": fmt_time(expires),
+            "modalities": sorted({t.modality for t in templates}),
+            "templates": [t.commitment().as_dict() for t in templates], **report}
+
+
+def enroll_complete(home: Home, handle: str, enrollment_id: str, consent: bytes, *, now: datetime,
+                    encoders: Encoders | None = None) -> dict[str, Any]:
+    """Step 2: seal the pending templates under the owner-signed consent record (which must commit
+    to exactly their digests, under the owner's key on file). Checks again, under the registry's
+    write lock, that the likeness is nobody else's (someone may have enrolled it meanwhile)."""
+    import base64
+    import json
+
+    import numpy as np
+    from cryptography.exceptions import InvalidTag
+
+    from consent import ConsentError, fmt_time
+    from .registry._service_models import PendingEnrollment
+    from ._errors import NotFound
+
+    eng = engine_for(home)
+    vault = home.vault()
+    encoders = encoders or Encoders(None)
+    with transaction(eng) as s:
+        acc = reg.get_account(s, handle)
+        row = s.get(PendingEnrollment, enrollment_id) if isinstance(enrollment_id, str) else None
+        if row is None or row.account_id != acc.id or row.expires_at <= int(now.timestamp()):
+            raise NotFound(f"no pending enrollment {str(enrollment_id)[:64]!r} for {handle} (it may have expired)")
+        try:
+            body = _pending_aead(home).decrypt(row.payload[:12], row.payload[12:], f"{row.id}|{acc.id}".encode())
+        except InvalidTag:
+            raise NotFound(f"pending enrollment {enrollment_id[:64]!r} does not open (tampered)") from None
+        doc = json.loads(body)
+        templates = [TemplateInput(t["modality"], t["encoder"], np.frombuffer(base64.b64decode(t["vector"]), "<f4"),
+                                   int(t["samples"]), t["quality"]) for t in doc["templates"]]
+        serialise(s)
+        _not_someone_else(LikenessDirectory.load(s, vault, exclude=handle), encoders, templates)
+        try:
+            record = ConsentRecord.from_bytes(consent, reg.account_key(s, acc))
+        except (ConsentError, ValueError) as e:
+            from consent import SignatureInvalid
+
+            if isinstance(e, SignatureInvalid):
+                raise
+            raise BadInput(f"the consent record is malformed: {e}") from e
+        cameo = seal_cameo(s, vault, owner=acc, consent_bytes=consent, templates=templates, now=now)
+        s.delete(row)
+    return {"handle": handle, "cameo_id": cameo.id, "consent_id": record.id, "consent_digest": record.digest,
+            "audience": record.audience, "restrictions": list(record.restrictions),
+            "modalities": list(record.modalities), "expires": fmt_time(record.expires) if record.expires else None,
+            "templates": [{"modality": t.modality, "encoder": t.encoder_id, "samples": t.samples,
+                           "quality": t.quality} for t in templates], **doc["report"]}

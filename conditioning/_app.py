@@ -65,10 +65,24 @@ def generator_add(home: Home, gen_id: str, *, adapter: str, config: str | None, 
             raise BadInput(f"cannot read {public_key.name}: {e.strerror}") from e
         import base64
 
-        try:  # 32 raw bytes as they are (any byte may look like whitespace), else base64 text
-            key = raw if len(raw) == 32 else base64.b64decode(raw.strip(), validate=True)
-        except ValueError as e:
-            raise BadInput("the public key file must hold 32 raw bytes or their base64") from e
+        request_key = None
+        if raw.lstrip().startswith(b"{"):  # the file `cameo generator keygen` writes
+            try:
+                doc = json.loads(raw)
+                key, request_key = base64.b64decode(doc["x25519"], validate=True), str(doc["ed25519"])
+                if doc.get("generator") not in (None, gen_id):
+                    raise BadInput(f"{public_key.name} is the public key file of generator {doc['generator']!r}")
+                from consent import VerifyKey
+
+                VerifyKey.from_b64(request_key)
+            except (ValueError, KeyError, TypeError) as e:
+                raise BadInput(f"{public_key.name} is not a generator public key file (x25519, ed25519)") from e
+            cfg["request_key_b64"] = request_key
+        else:
+            try:  # 32 raw bytes as they are (any byte may look like whitespace), else base64 text
+                key = raw if len(raw) == 32 else base64.b64decode(raw.strip(), validate=True)
+            except ValueError as e:
+                raise BadInput("the public key file must hold 32 raw bytes or their base64") from e
         if len(key) != 32:
             raise BadInput("an X25519 public key is 32 bytes")
         cfg["public_key_b64"] = base64.b64encode(key).decode()

@@ -65,7 +65,7 @@ class LocalKek:
 
         # derived keys are computed now, so the raw KEK is not kept beyond the AEAD object
         self._derived = {label: HKDFExpand(SHA256(), 32, b"cameo.kek.derive.v1|" + label).derive(
-            hashlib.sha256(b"cameo.kek.prk.v1" + key).digest()) for label in (b"state", b"audit")}
+            hashlib.sha256(b"cameo.kek.prk.v1" + key).digest()) for label in (b"state", b"audit", b"pending-enrollment")}
         self.kek_id = "local:" + hashlib.sha256(b"cameo-kek-id" + key).hexdigest()[:16]
 
     @classmethod
