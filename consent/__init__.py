@@ -1,9 +1,27 @@
-"""The law of cameo: keys, canonical signed documents, tokens, policy and audit hashing.
+"""The law of cameo: keys, canonical signed documents, tokens, policy, audit hashing, and the
+transparency log's Merkle tree and signed checkpoints.
 
 Pure: no I/O, no clock, no database. Nothing here imports the other cameo packages.
 """
 
-from ._audit import GENESIS, encode_detail, entry_hash
+from ._audit import GENESIS, encode_detail, entry_hash, entry_mac, log_entry_bytes
+from ._merkle import (
+    EMPTY_ROOT,
+    MemoryTree,
+    NodeSource,
+    ProofInvalid,
+    consistency_path,
+    inclusion_path,
+    leaf_hash,
+    new_nodes,
+    node_hash,
+    root_hash,
+    root_of,
+    subtree_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from ._note import Checkpoint, NoteSigner, NoteVerifier, SignedNote, open_checkpoint, open_note, sign_note
 from ._canonical import canonical_json, digest, pae, sha256_hex, strict_json_loads
 from ._documents import (
     AUDIENCES,
@@ -51,4 +69,9 @@ __all__ = [
     "audience_allows", "binding_message", "frame", "state_mac", "state_mac_ok", "canonical_json", "digest", "encode_detail", "entry_hash", "evaluate_grant", "fmt_time", "key_id",
     "mint_token", "new_id", "open_envelope", "pae", "parse_time", "parse_token", "request_digest", "seal",
     "sha256_hex", "strict_json_loads", "verify_token",
+    # the transparency log (RFC 9162 trees, C2SP signed-note checkpoints)
+    "EMPTY_ROOT", "Checkpoint", "MemoryTree", "NodeSource", "NoteSigner", "NoteVerifier", "ProofInvalid", "SignedNote",
+    "consistency_path", "entry_mac", "inclusion_path", "leaf_hash", "log_entry_bytes", "new_nodes", "node_hash",
+    "open_checkpoint", "open_note", "root_hash", "root_of", "sign_note", "subtree_hash", "verify_consistency",
+    "verify_inclusion",
 ]

@@ -38,3 +38,29 @@ def entry_hash(prev_hash: str, *, key: bytes, seq: int, ts: str, event: str, act
     framed = [b"-1 " if f is None else b"%d %s " % (len(b := f.encode()), b)
               for f in (prev_hash, str(seq), ts, event, actor, subject, detail)]
     return hmac.new(key, _TAG + b"".join(framed), hashlib.sha256).hexdigest()
+
+
+# -- the transparency log's entries (audit.v2) ------------------------------------------------------
+_LOG_TAG = b"cameo.log.entry.v1 "
+_MAC_TAG = b"cameo.audit.v2 "
+
+
+def log_entry_bytes(*, entry_id: str, ts: str, event: str, actor: str | None, subject: str | None,
+                    detail: str) -> bytes:
+    """The canonical bytes of one log entry, the ``entry`` of its Merkle leaf
+    (``SHA-256(0x00 || these bytes)``)::
+
+        "cameo.log.entry.v1 " then, for each of entry_id, ts, event, actor, subject, detail:
+            LEN(field) SP field SP          (a missing actor/subject is encoded as "-1 ")
+
+    The entry id is drawn at random when the entry is written; the position in the log (the leaf
+    index) is not part of the entry: the tree fixes it."""
+    return _LOG_TAG + b"".join(b"-1 " if f is None else b"%d %s " % (len(b := f.encode()), b)
+                               for f in (entry_id, ts, event, actor, subject, detail))
+
+
+def entry_mac(key: bytes, entry: bytes) -> str:
+    """Hex HMAC-SHA256 under the registry's audit key of an entry's canonical bytes: kept with the
+    entry from the moment it is written, so an entry edited before it is in a signed checkpoint
+    (or after) does not verify."""
+    return hmac.new(key, _MAC_TAG + entry, hashlib.sha256).hexdigest()
