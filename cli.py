@@ -474,7 +474,9 @@ def check(
 
 
 @app.command()
-def usage(handle: str, as_json: JsonOpt = False) -> None:
+def usage(handle: str, as_json: JsonOpt = False,
+          proofs: Annotated[bool, typer.Option("--proofs", help="Each use with its inclusion proof in the "
+                                                "latest signed checkpoint of the transparency log.")] = False) -> None:
     """Every use of HANDLE's likeness: tokens minted, checks, releases, denials included."""
     from cameo.registry._app import usage as do
 
@@ -491,23 +493,92 @@ def usage(handle: str, as_json: JsonOpt = False) -> None:
             _table(["seq", "time", "event", "grantee", "generator", "token", "detail"], rows)
         typer.echo(f"{r['count']} entries, {r['denied']} denied")
 
-    _run(lambda: do(_home(), handle), as_json, show)
+    _run(lambda: do(_home(), handle, proofs=proofs), as_json, show)
 
 
 @audit_app.command("verify")
 def audit_verify(as_json: JsonOpt = False) -> None:
-    """Recompute the hash chain; exit 0 if intact, else 3 naming the first bad entry."""
+    """Check every entry and the transparency log; exit 0 if intact, else 3 naming the first bad entry."""
     from cameo.registry._app import audit_verify as do
 
     r = _run(lambda: do(_home()), as_json, lambda r: None)
     if as_json:
         pass  # _run printed the report
     elif r.ok:
-        typer.echo(f"audit log intact: {r.entries} entries")
+        typer.echo(f"audit log intact: {r.entries} entries; {r.tree_size} in the transparency log under "
+                   f"{r.checkpoints} signed checkpoints, {r.pending} pending")
     else:
         typer.secho(f"audit log BROKEN at entry {r.first_bad}: {r.problem}", err=True, fg=typer.colors.RED)
     if not r.ok:
         raise typer.Exit(3)
+
+
+def _show_checkpoint(r: dict[str, Any]) -> None:
+    typer.echo(f"tree size {r['tree_size']}, root {r['root_hash']}")
+    typer.echo(f"log key {r['log_key']}")
+    typer.echo(r["note"], nl=False)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    as_json: JsonOpt = False,
+    no_integrate: Annotated[bool, typer.Option("--no-integrate", help="Show the latest checkpoint as it is.")] = False,
+) -> None:
+    """The latest signed checkpoint of the transparency log (tree size, root hash, signed note).
+    Integrates whatever is pending first (unless a running server's integrator holds the log)."""
+    from cameo.registry._app import audit_checkpoint as do
+
+    _run(lambda: do(_home(), integrate=not no_integrate), as_json, _show_checkpoint)
+
+
+@audit_app.command("integrate")
+def audit_integrate(as_json: JsonOpt = False) -> None:
+    """Integrate the pending audit entries into the transparency log and sign a checkpoint."""
+    from cameo.registry._app import audit_integrate as do
+
+    def show(r: dict[str, Any]) -> None:
+        if not r["leader"]:
+            typer.echo("another integrator holds the log (a running server); nothing done here")
+        else:
+            typer.echo(f"integrated {r['integrated']} entries; tree size {r['tree_size']}")
+
+    _run(lambda: do(_home()), as_json, show)
+
+
+@audit_app.command("prove")
+def audit_prove(
+    entry_id: Annotated[str, typer.Argument(help="The entry_id that `usage --json` shows.")],
+    tree_size: Annotated[int | None, typer.Option("--tree-size", help="Against this checkpoint (default: the latest).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Inclusion proof of one audit entry against a signed checkpoint (RFC 9162)."""
+    from cameo.registry._app import audit_prove as do
+
+    def show(r: dict[str, Any]) -> None:
+        typer.echo(f"entry {r['entry_id']} is leaf {r['leaf_index']} of the tree of size {r['tree_size']}")
+        typer.echo(f"leaf hash {r['leaf_hash']}")
+        for h in r["hashes"]:
+            typer.echo(f"  {h}")
+        typer.echo(f"root {r['root_hash']}")
+
+    _run(lambda: do(_home(), entry_id, tree_size=tree_size), as_json, show)
+
+
+@audit_app.command("consistency")
+def audit_consistency(
+    old: Annotated[int, typer.Argument(help="The tree size of the older checkpoint.")],
+    new: Annotated[int, typer.Argument(help="The tree size of the newer checkpoint.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Proof that the log at size NEW extends the log at size OLD (RFC 9162)."""
+    from cameo.registry._app import audit_consistency as do
+
+    def show(r: dict[str, Any]) -> None:
+        typer.echo(f"size {r['first_size']} (root {r['first_root']}) -> size {r['second_size']} (root {r['second_root']})")
+        for h in r["hashes"]:
+            typer.echo(f"  {h}")
+
+    _run(lambda: do(_home(), old, new), as_json, show)
 
 
 # -- progress ----------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The audit log: hash-chained, append-only, with its head kept apart. Each kind of tampering (edit,
-deletion, insertion, reordering, truncated tail) is detected and the first bad entry is named, on
-SQLite and PostgreSQL. The entry hash is pinned by a golden vector.
+"""The audit log: append-only, each entry under a keyed MAC, its place fixed by the transparency log
+(entries from before migration 0004 keep their hash chain, whose hash is pinned by a golden vector).
+Each kind of tampering (edit, deletion, insertion, reordering, truncated tail) is detected and the
+first bad entry is named, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from sqlalchemy import text
 from cameo.registry import _audit as audit
 from consent import GENESIS, entry_hash
 
-COLUMNS = ("ts", "event", "actor", "subject", "detail", "prev_hash", "hash")
 
 
 # -- the entry hash ----------------------------------------------------------------------------------
@@ -77,9 +77,28 @@ def test_distinct_entries_hash_distinctly(a, b):
 
 
 # -- a registry with some history -------------------------------------------------------------------------
+# Each entry carries a keyed MAC from the moment it is written (an edit is caught, integrated or not);
+# its place in history is the transparency log's (a deletion, insertion or reordering of integrated
+# entries is caught against the tree and the signed checkpoints). tests/test_transparency.py has the rest.
+ENTRY_COLUMNS = ("entry_id", "ts", "event", "actor", "subject", "detail", "hash")
+
+
+def _integrate(r: Registry) -> Any:
+    from cameo.registry._log import Integrator
+
+    return Integrator.for_home(r.home).run_once()
+
+
+def verify(r: Registry) -> Any:
+    from cameo.registry._app import audit_verify
+
+    return audit_verify(r.home)
+
+
 @pytest.fixture
 def logged(registry: Registry) -> Registry:
-    """A few operations' worth of entries (grant, mint, check, a denial, a revocation)."""
+    """A few operations' worth of entries (grant, mint, check, a denial, a revocation), integrated
+    into the transparency log."""
     g = registry.grant()
     tok = registry.token()
     gate = registry.gate()
@@ -87,9 +106,12 @@ def logged(registry: Registry) -> Registry:
     gate.check(registry.request("another prompt"), tok, generator_id=GENERATOR, now=registry.now)
     registry.revoke("alice", g.id)
     registry.mint(now=registry.now + timedelta(seconds=1))  # denied: revoked
-    rep = registry.verify_chain()
-    assert rep.ok and rep.entries == registry.count("audit_log") >= 12
+    _integrate(registry)
+    rep = verify(registry)
+    assert rep.ok and rep.entries == registry.count("audit_log") == rep.tree_size >= 12, rep
     registry.n = rep.entries  # type: ignore[attr-defined]
+    with registry.engine.connect() as conn:  # the seq of the entry at each leaf
+        registry.seqs = [s for (s,) in conn.execute(text("SELECT seq FROM audit_log ORDER BY leaf_index"))]  # type: ignore[attr-defined]
     return registry
 
 
@@ -111,100 +133,110 @@ def _changed(value: Any) -> Any:
     return value[:-1] + ("0" if value[-1] != "0" else "1")
 
 
-@pytest.mark.parametrize("column", COLUMNS)
-def test_an_edited_entry_is_detected(logged, column):
-    k = logged.n // 2
-    _sql(logged, f"UPDATE audit_log SET {column} = :v WHERE seq = :k", v=_changed(_entry(logged, k)[column]), k=k)
-    rep = logged.verify_chain()
+@pytest.mark.parametrize("integrated", [True, False], ids=["integrated", "pending"])
+@pytest.mark.parametrize("column", ENTRY_COLUMNS)
+def test_an_edited_entry_is_detected(registry, column, integrated):
+    registry.grant()
+    registry.token()
+    if integrated:
+        _integrate(registry)
+    assert verify(registry).ok
+    with registry.engine.connect() as conn:
+        k = conn.execute(text("SELECT max(seq) FROM audit_log")).scalar_one() - 1
+    _sql(registry, f"UPDATE audit_log SET {column} = :v WHERE seq = :k", v=_changed(_entry(registry, k)[column]), k=k)
+    rep = verify(registry)
     assert not rep.ok and rep.first_bad == k, rep
 
 
 def test_an_edit_that_is_not_json_is_detected(logged):
-    _sql(logged, "UPDATE audit_log SET detail = 'not json' WHERE seq = 3")
-    rep = logged.verify_chain()
-    assert not rep.ok and rep.first_bad == 3
+    _sql(logged, "UPDATE audit_log SET detail = 'not json' WHERE seq = :s", s=logged.seqs[2])
+    rep = verify(logged)
+    assert not rep.ok and rep.first_bad == logged.seqs[2]
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "second-to-last"])
 def test_a_deleted_entry_is_detected(logged, where):
-    k = {"first": 1, "middle": logged.n // 2, "second-to-last": logged.n - 1}[where]
-    _sql(logged, "DELETE FROM audit_log WHERE seq = :k", k=k)
-    rep = logged.verify_chain()
-    assert not rep.ok and rep.first_bad == k + 1, rep
+    k = {"first": 0, "middle": logged.n // 2, "second-to-last": logged.n - 2}[where]
+    _sql(logged, "DELETE FROM audit_log WHERE seq = :s", s=logged.seqs[k])
+    rep = verify(logged)
+    assert not rep.ok and rep.first_bad == logged.seqs[k + 1] and "removed" in rep.problem, rep
 
 
-def test_a_deleted_entry_with_renumbering_is_detected(logged):
+def test_a_deleted_entry_with_renumbered_leaves_is_detected(logged):
     k = logged.n // 2
-    _sql(logged, "DELETE FROM audit_log WHERE seq = :k", k=k)
-    for s in range(k + 1, logged.n + 1):  # close the gap
-        _sql(logged, "UPDATE audit_log SET seq = :a WHERE seq = :b", a=s - 1, b=s)
-    rep = logged.verify_chain()
-    assert not rep.ok and rep.first_bad == k, rep
+    _sql(logged, "DELETE FROM audit_log WHERE seq = :s", s=logged.seqs[k])
+    for i in range(k + 1, logged.n):  # close the gap in the leaf indices
+        _sql(logged, "UPDATE audit_log SET leaf_index = :a WHERE seq = :s", a=i - 1, s=logged.seqs[i])
+    rep = verify(logged)
+    assert not rep.ok and rep.first_bad == logged.seqs[k + 1] and "altered or moved" in rep.problem, rep
 
 
 def test_an_inserted_entry_is_detected(logged):
+    """A well-formed entry with a correct MAC (as if the audit key leaked), slipped into the tree."""
+    from consent import entry_mac, log_entry_bytes
+
     k = logged.n // 2
-    for s in range(logged.n, k - 1, -1):  # make room at k
-        _sql(logged, "UPDATE audit_log SET seq = :a WHERE seq = :b", a=s + 1, b=s)
-    prev = _entry(logged, k - 1)["hash"]
-    forged = {"seq": k, "ts": "2026-03-01T12:00:00.000000Z", "event": "gate:check:allowed", "actor": None,
-                  "subject": None, "detail": "{}"}
-    h = entry_hash(prev, key=logged.home.trust().audit_key, **forged)  # a well-formed entry, correctly chained to the one before it
-    _sql(logged, "INSERT INTO audit_log (seq, ts, event, actor, subject, detail, prev_hash, hash) "
-                 "VALUES (:seq, :ts, :event, :actor, :subject, :detail, :prev, :hash)", prev=prev, hash=h, **forged)
-    rep = logged.verify_chain()
-    assert not rep.ok and rep.first_bad == k + 1, rep
+    for i in range(logged.n - 1, k - 1, -1):  # make room at leaf k
+        _sql(logged, "UPDATE audit_log SET leaf_index = :a WHERE seq = :s", a=i + 1, s=logged.seqs[i])
+    forged = {"entry_id": "ent_" + "f" * 32, "ts": "2026-03-01T12:00:00.000000Z", "event": "gate:check:allowed",
+              "actor": None, "subject": None, "detail": "{}"}
+    mac = entry_mac(logged.home.trust().audit_key, log_entry_bytes(**forged))
+    _sql(logged, "INSERT INTO audit_log (entry_id, ts, event, actor, subject, detail, hash, leaf_index) "
+                 "VALUES (:entry_id, :ts, :event, :actor, :subject, :detail, :mac, :k)", mac=mac, k=k, **forged)
+    rep = verify(logged)
+    assert not rep.ok and "leaf" in rep.problem, rep
 
 
-def test_an_entry_appended_behind_the_heads_back_is_detected(logged):
-    last = _entry(logged, logged.n)
-    forged = {"seq": logged.n + 1, "ts": "2026-03-01T12:00:00.000000Z", "event": "gate:check:allowed", "actor": None,
-                  "subject": None, "detail": "{}"}
-    _sql(logged, "INSERT INTO audit_log (seq, ts, event, actor, subject, detail, prev_hash, hash) "
-                 "VALUES (:seq, :ts, :event, :actor, :subject, :detail, :prev, :hash)",
-         prev=last["hash"], hash=entry_hash(last["hash"], key=logged.home.trust().audit_key, **forged), **forged)
-    rep = logged.verify_chain()
-    assert not rep.ok and rep.first_bad == logged.n + 1, rep
+def test_a_pending_entry_copied_under_a_new_id_is_detected(logged):
+    """The MAC covers the entry id: a copy of an entry (a second "use") does not verify."""
+    e = _entry(logged, logged.seqs[3])
+    _sql(logged, "INSERT INTO audit_log (entry_id, ts, event, actor, subject, detail, hash) "
+                 "VALUES (:i, :ts, :event, :actor, :subject, :detail, :hash)", i="ent_" + "0" * 32,
+         **{c: e[c] for c in ("ts", "event", "actor", "subject", "detail", "hash")})
+    rep = verify(logged)
+    assert not rep.ok and "altered" in rep.problem, rep
 
 
 @pytest.mark.parametrize("distance", [1, 3])
 def test_reordered_entries_are_detected(logged, distance):
     a = logged.n // 2 - 1
     b = a + distance
-    ea, eb = _entry(logged, a), _entry(logged, b)
-    sets = ", ".join(f"{c} = :{c}" for c in COLUMNS)
-    _sql(logged, f"UPDATE audit_log SET {sets} WHERE seq = :seq", seq=a, **{c: eb[c] for c in COLUMNS})
-    _sql(logged, f"UPDATE audit_log SET {sets} WHERE seq = :seq", seq=b, **{c: ea[c] for c in COLUMNS})
-    rep = logged.verify_chain()
-    assert not rep.ok and rep.first_bad == a, rep
+    sa, sb = logged.seqs[a], logged.seqs[b]
+    _sql(logged, "UPDATE audit_log SET leaf_index = NULL WHERE seq IN (:a, :b)", a=sa, b=sb)
+    _sql(logged, "UPDATE audit_log SET leaf_index = :i WHERE seq = :s", i=b, s=sa)
+    _sql(logged, "UPDATE audit_log SET leaf_index = :i WHERE seq = :s", i=a, s=sb)
+    rep = verify(logged)
+    assert not rep.ok and rep.first_bad == sb, rep
 
 
 @pytest.mark.parametrize("cut", [1, 3])
 def test_a_truncated_tail_is_detected(logged, cut):
-    _sql(logged, "DELETE FROM audit_log WHERE seq > :k", k=logged.n - cut)
-    rep = logged.verify_chain()
-    assert not rep.ok and rep.first_bad == logged.n - cut + 1 and "removed" in rep.problem, rep
+    _sql(logged, "DELETE FROM audit_log WHERE leaf_index >= :k", k=logged.n - cut)
+    rep = verify(logged)
+    assert not rep.ok and "removed" in rep.problem, rep
 
 
 def test_an_emptied_log_is_detected(logged):
     _sql(logged, "DELETE FROM audit_log")
-    rep = logged.verify_chain()
+    rep = verify(logged)
     assert not rep.ok and rep.entries == 0
 
 
 def test_a_missing_or_edited_head_is_detected(logged):
-    _sql(logged, "UPDATE log_head SET hash = :h WHERE id = 1", h="0" * 64)
-    assert not logged.verify_chain().ok
+    _sql(logged, "UPDATE log_head SET hash = :h WHERE id = 1", h="1" * 64)
+    assert not verify(logged).ok
     _sql(logged, "DELETE FROM log_head")
-    rep = logged.verify_chain()
+    rep = verify(logged)
     assert not rep.ok and "head" in rep.problem
 
 
 def test_the_report_is_json_ready(logged):
-    _sql(logged, "DELETE FROM audit_log WHERE seq = 2")
-    d = logged.verify_chain().as_dict()
-    assert d == {"ok": False, "entries": d["entries"], "first_bad_seq": 3, "problem": d["problem"]}
+    _sql(logged, "DELETE FROM audit_log WHERE seq = :s", s=logged.seqs[1])
+    d = verify(logged).as_dict()
+    assert d == {"ok": False, "entries": d["entries"], "first_bad_seq": logged.seqs[2], "problem": d["problem"],
+                 "tree_size": 0, "pending": 0, "checkpoints": 0}
     assert logged.n - 1 >= d["entries"] >= 1
+    json.dumps(d)
 
 
 # -- appends ---------------------------------------------------------------------------------------------
@@ -217,7 +249,7 @@ def test_an_append_is_part_of_the_callers_transaction(registry):
     assert registry.verify_chain().ok
 
 
-def test_the_raw_appender_writes_the_same_chain(registry):
+def test_the_raw_appender_writes_the_same_entries(registry):
     with registry.session() as s:
         audit.append(s, "registry:key:add", now=registry.now, actor="a", detail={"k": "v"})
         cur = s.connection().connection.driver_connection.cursor()
@@ -228,6 +260,7 @@ def test_the_raw_appender_writes_the_same_chain(registry):
     with registry.session() as s:
         raw = [e for e in audit.entries_for(s, "s")]
     assert raw[0]["event"] == "registry:key:add" and raw[0]["detail"] == {"k": "\u00e9"}
+    assert raw[0]["entry_id"].startswith("ent_") and raw[0]["leaf_index"] is None
 
 
 def test_usage_lists_the_owners_entries_denials_included(registry):

@@ -113,8 +113,12 @@ def test_every_command_prints_one_json_object(cli, tmp_path):
     assert t["token"] not in json.dumps(u)
     rv = cli.json("revoke", "alice", "--grant", g["grant_id"])
     assert rv["revoked_grants"] == [g["grant_id"]]
-    assert cli.json("audit", "verify") == {"ok": True, "entries": cli.r.count("audit_log"), "first_bad_seq": None,
-                                           "problem": None}
+    n = cli.r.count("audit_log")
+    assert cli.json("audit", "verify") == {"ok": True, "entries": n, "first_bad_seq": None, "problem": None,
+                                           "tree_size": 0, "pending": n, "checkpoints": 0}
+    cp = cli.json("audit", "checkpoint")
+    assert cp["tree_size"] == n and cp["note"].startswith(cp["origin"] + f"\n{n}\n")
+    assert cli.json("audit", "verify")["tree_size"] == n
 
 
 def test_plain_output_and_the_token_on_stdout(cli):
@@ -416,7 +420,8 @@ def test_audit_verify_exits_3_naming_the_first_bad_entry(cli):
     with cli.r.engine.begin() as conn:
         conn.execute(text("UPDATE audit_log SET detail = :d WHERE seq = 2"), {"d": '{"forged":true}'})
     out = cli.json("audit", "verify", code=3)
-    assert out == {"ok": False, "entries": 2, "first_bad_seq": 2, "problem": out["problem"]}
+    assert out == {"ok": False, "entries": 2, "first_bad_seq": 2, "problem": out["problem"], "tree_size": 0,
+                   "pending": 0, "checkpoints": 0}
     res = cli("audit", "verify", code=3)
     assert "entry 2" in res.stderr
 

@@ -17,10 +17,10 @@ import pytest
 from conftest import GENERATOR, Registry
 from sqlalchemy import delete, insert, text, update
 
-from cameo.registry._models import Account, AuditEntry, AuditHead, Cameo, Follow, Generator, GrantRow, Protected, RegistryKey, RevocationRow
+from cameo.registry._models import Account, AuditEntry, Cameo, Follow, Generator, GrantRow, Protected, RegistryKey, RevocationRow
 from cameo.registry._trust import IntegrityError
 from conditioning._errors import GateDenied
-from consent import GENESIS, Grant, SigningKey, TokenKeyring, mint_token, new_id, parse_token
+from consent import Grant, SigningKey, TokenKeyring, mint_token, new_id, parse_token
 
 FACE = np.linspace(-1, 1, 128, dtype=np.float32)
 VOICE = np.linspace(1, -1, 256, dtype=np.float32)
@@ -204,18 +204,19 @@ def test_a_template_swapped_within_the_cameo_is_not_released(scene):
 
 
 # -- the audit chain ----------------------------------------------------------------------------------
-def _plain_chain(rows: list[Any]) -> list[str]:
-    """What the attacker can compute: the chain as it was before it was keyed (plain SHA-256)."""
-    prev, out = GENESIS, []
-    for i, r in enumerate(rows, start=1):
-        framed = [b"-1 " if f is None else b"%d %s " % (len(b := f.encode()), b)
-                  for f in (prev, str(i), r.ts, r.event, r.actor, r.subject, r.detail)]
-        prev = hashlib.sha256(b"cameo.audit.v1 " + b"".join(framed)).hexdigest()
-        out.append(prev)
-    return out
+def _plain_macs(rows: list[Any]) -> list[str]:
+    """What the attacker can compute without the audit key: each entry's tag as plain SHA-256 of its
+    canonical bytes (the MAC's framing, unkeyed)."""
+    from consent import log_entry_bytes
+
+    return [hashlib.sha256(b"cameo.audit.v2 " + log_entry_bytes(entry_id=r.entry_id, ts=r.ts, event=r.event,
+                                                               actor=r.actor, subject=r.subject, detail=r.detail)
+                           ).hexdigest() for r in rows]
 
 
-def test_a_chain_recomputed_without_the_audit_key_does_not_verify(scene):
+def test_entries_rewritten_without_the_audit_key_do_not_verify(scene):
+    """The denial and the revocation removed, the rest rewritten with tags anyone could compute:
+    the first rewritten entry does not verify."""
     r = scene
     tok = r.token()
     r.revoke("alice", r.grant_id)
@@ -225,17 +226,14 @@ def test_a_chain_recomputed_without_the_audit_key_does_not_verify(scene):
     with r.engine.connect() as conn:
         kept = [x for x in conn.execute(text("SELECT * FROM audit_log ORDER BY seq")).all()
                 if not x.event.endswith(":denied") and "revoke" not in x.event]
-    hashes = _plain_chain(kept)
+    tags = _plain_macs(kept)
     with r.engine.begin() as conn:
         conn.execute(delete(AuditEntry))
-        prev = GENESIS
-        for i, (x, h) in enumerate(zip(kept, hashes), start=1):
-            conn.execute(insert(AuditEntry).values(seq=i, ts=x.ts, event=x.event, actor=x.actor, subject=x.subject,
-                                                   detail=x.detail, prev_hash=prev, hash=h))
-            prev = h
-        conn.execute(update(AuditHead).values(seq=len(kept), hash=prev))
+        for x, h in zip(kept, tags):
+            conn.execute(insert(AuditEntry).values(seq=x.seq, entry_id=x.entry_id, ts=x.ts, event=x.event,
+                                                   actor=x.actor, subject=x.subject, detail=x.detail, hash=h))
     report = r.verify_chain()
-    assert not report.ok and report.first_bad == 1
+    assert not report.ok and report.first_bad == kept[0].seq
 
 
 # -- follows, generators and the protected list -------------------------------------------------------

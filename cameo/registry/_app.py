@@ -63,6 +63,9 @@ def init(home: Home, *, now: datetime) -> dict[str, Any]:
     if not home.binding_key_path.exists():
         write_private(home.binding_key_path, SigningKey.generate().to_pem(None))
         created.append("binding key")
+    if not home.log_key_path.exists():
+        write_private(home.log_key_path, SigningKey.generate().to_pem(None))
+        created.append("log key")
     home.vault()  # the vault key is readable and well formed
     key = home.token_signing_key()
     binding = home.trust().binding_key
@@ -260,10 +263,13 @@ def token(home: Home, owner: str, grantee: str, *, passphrase: str, generator: s
             "request_digest": request.digest}
 
 
-def usage(home: Home, handle: str) -> dict[str, Any]:
-    """Every audit entry about HANDLE, oldest first. Each entry keeps its raw fields and gains
-    readable ones: ``actor_handle``, and where they apply ``grantee`` (a handle), ``generator``,
-    ``grant_id``, ``token_id`` and ``outputs`` (digests of what a use produced)."""
+def usage(home: Home, handle: str, *, proofs: bool = False) -> dict[str, Any]:
+    """Every audit entry about HANDLE, oldest first. Each entry keeps its raw fields (``entry_id``
+    names it in the transparency log) and gains readable ones: ``actor_handle``, and where they
+    apply ``grantee`` (a handle), ``generator``, ``grant_id``, ``token_id`` and ``outputs`` (digests
+    of what a use produced). With ``proofs``, each integrated entry also carries its ``proof``
+    (inclusion in the latest signed checkpoint, :func:`cameo.registry._log.inclusion_proof`;
+    ``None`` while pending), and the result the ``checkpoint``."""
     from ._models import GrantRow, TokenUse
 
     with transaction(engine_for(home)) as s:
@@ -275,6 +281,19 @@ def usage(home: Home, handle: str) -> dict[str, Any]:
         grant_of_token = dict(s.execute(select(TokenUse.jti, TokenUse.grant_id)
                                         .join(GrantRow, GrantRow.id == TokenUse.grant_id)
                                         .where(GrantRow.owner_id == acc.id)).all())
+        checkpoint = None
+        if proofs:
+            from ._log import LogError, inclusion_proof, latest_checkpoint
+
+            try:
+                checkpoint = latest_checkpoint(s)
+            except LogError:
+                checkpoint = None
+            for e in entries:
+                e["proof"] = None
+                if checkpoint is not None and e["leaf_index"] is not None and e["leaf_index"] < checkpoint["tree_size"]:
+                    p = inclusion_proof(s, e["entry_id"], checkpoint["tree_size"])
+                    e["proof"] = {k: p[k] for k in ("leaf_index", "tree_size", "leaf_hash", "hashes", "entry_bytes")}
     outputs_of: dict[str, list[str]] = {}  # token id -> digests of the outputs of its use
     for e in entries:
         d = e["detail"]
@@ -295,7 +314,10 @@ def usage(home: Home, handle: str) -> dict[str, Any]:
         e["grant_id"], e["token_id"] = gid, tok
         e["outputs"] = outputs_of.get(tok, []) if tok and ("release" in e["event"] or "outputs" in d) else []
     denied = sum(1 for e in entries if e["event"].endswith((":denied", ":withheld")))
-    return {"handle": handle, "entries": entries, "count": len(entries), "denied": denied}
+    out = {"handle": handle, "entries": entries, "count": len(entries), "denied": denied}
+    if proofs:
+        out["checkpoint"] = checkpoint
+    return out
 
 
 def _token_id(detail: dict[str, Any]) -> str | None:
@@ -303,8 +325,46 @@ def _token_id(detail: dict[str, Any]) -> str | None:
     return tok if isinstance(tok, str) and tok.startswith("tok_") else None
 
 
+def _log_keys(home: Home, s: Any) -> Any:
+    from ._log import log_keys, log_origin
+
+    return log_keys(home, log_origin(s))
+
+
 def audit_verify(home: Home) -> audit.ChainReport:
+    """Every entry's MAC, and the transparency log: leaves, tree, and every stored checkpoint
+    signed by a log key on file (active or retired) and consistent with the latest."""
     with transaction(engine_for(home)) as s:
-        return audit.verify_chain(s)
+        return audit.verify_chain(s, _log_keys(home, s).verifiers)
 
 
+def audit_integrate(home: Home) -> dict[str, Any]:
+    """Integrate the pending entries now, as the one integrator (``cameo serve`` runs one itself)."""
+    from ._log import Integrator
+
+    return Integrator.for_home(home).run_once(sign_empty=True).as_dict()
+
+
+def audit_checkpoint(home: Home, *, integrate: bool = True) -> dict[str, Any]:
+    """The latest signed checkpoint. Integrates whatever is pending first, unless another
+    integrator (a running server) holds the log: then its latest checkpoint is shown."""
+    from ._log import latest_checkpoint
+
+    if integrate:
+        audit_integrate(home)
+    with transaction(engine_for(home)) as s:
+        return latest_checkpoint(s)
+
+
+def audit_prove(home: Home, entry_id: str, *, tree_size: int | None = None) -> dict[str, Any]:
+    from ._log import inclusion_proof
+
+    with transaction(engine_for(home)) as s:
+        return inclusion_proof(s, entry_id, tree_size)
+
+
+def audit_consistency(home: Home, first: int, second: int) -> dict[str, Any]:
+    from ._log import consistency_proof
+
+    with transaction(engine_for(home)) as s:
+        return consistency_proof(s, first, second)

@@ -6,6 +6,8 @@
     registry/binding.key the registry's binding key (0600): binds account keys, generators and
                         protected-list entries to their rows
     registry/retired-token-keys.json  retired token keys (verify tokens issued before they retired)
+    registry/log.key    the transparency log's key (0600): signs checkpoints (C2SP signed notes)
+    registry/retired-log-keys.json  retired log keys (verify the checkpoints they signed, never sign)
     keys/<handle>.pem   owners' and grantees' Ed25519 keys, PKCS#8 encrypted with their passphrase
     provenance/         the local C2PA certificate chain
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from consent import HANDLE_RE, SigningKey, TokenKeyring
+from consent import HANDLE_RE, SigningKey, TokenKeyring, VerifyKey
 
 from .._errors import InvalidHandle, NotInitialised, UnknownAccount, WrongPassphrase
 from ._vault import LocalKek, Vault
@@ -63,6 +65,14 @@ class Home:
         return self.path / "registry" / "retired-token-keys.json"
 
     @property
+    def log_key_path(self) -> Path:
+        return self.path / "registry" / "log.key"
+
+    @property
+    def retired_log_keys_path(self) -> Path:
+        return self.path / "registry" / "retired-log-keys.json"
+
+    @property
     def staging_dir(self) -> Path:
         return self.path / "staging"
 
@@ -98,6 +108,18 @@ class Home:
         from ._trust import keyring_from_files
 
         return keyring_from_files(self.token_signing_key(), self.retired_token_keys_path, sign=False)
+
+    def log_signing_key(self) -> SigningKey:
+        """The log key (a key purpose of its own: it signs checkpoints and nothing else)."""
+        self.require()
+        if not self.log_key_path.exists():
+            raise NotInitialised(f"no log key at {self.path}: run `cameo init` (it adds the missing keys)")
+        return SigningKey.from_pem(self.log_key_path.read_bytes())
+
+    def retired_log_keys(self) -> list[VerifyKey]:
+        from ._trust import load_retired
+
+        return load_retired(self.retired_log_keys_path)[0]
 
     def trust(self) -> RegistryTrust:
         """The registry's root of trust from its key files: the binding key, and the state and

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -152,27 +152,66 @@ class Generator(Base):
 
 
 class AuditEntry(Base):
-    """Append-only, hash-chained. Details hold ids, digests and reasons; never templates or tokens."""
+    """Append-only. Details hold ids, digests and reasons; never templates or tokens.
+
+    ``seq`` orders entries as they were written (assigned by the database: no shared row is read
+    or written to append); ``entry_id`` is drawn at random by the writer and named by proofs;
+    ``hash`` is the keyed MAC of the entry's canonical bytes (:func:`consent.entry_mac`), so an
+    entry edited before or after integration does not verify. ``leaf_index`` is its position in the
+    transparency log's Merkle tree, set once by the integrator (NULL: not integrated yet).
+    Entries written before migration 0004 keep their hash chain: ``prev_hash`` is set on those only
+    and ``hash`` is the chain hash (:func:`consent.entry_hash`)."""
 
     __tablename__ = "audit_log"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(String(40))
     ts: Mapped[str] = mapped_column(String(32))
     event: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(40), nullable=True)
     subject: Mapped[str | None] = mapped_column(String(40), nullable=True)
     detail: Mapped[str] = mapped_column(Text)
-    prev_hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     hash: Mapped[str] = mapped_column(String(64))
-    __table_args__ = (Index("ix_audit_subject", "subject", "seq"),)
+    leaf_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __table_args__ = (Index("ix_audit_subject", "subject", "seq"),
+                      UniqueConstraint("entry_id", name="uq_audit_log_entry_id"),
+                      UniqueConstraint("leaf_index", name="uq_audit_log_leaf_index"),
+                      Index("ix_audit_pending", "seq", sqlite_where=text("leaf_index IS NULL"),
+                            postgresql_where=text("leaf_index IS NULL")),
+                      {"sqlite_autoincrement": True})
 
 
 class AuditHead(Base):
-    """The chain's head (last seq and hash), updated with every append: catches a truncated tail."""
+    """One row (id 1): the registry-wide write lock (:func:`cameo.registry._audit.serialise` takes
+    its row lock on PostgreSQL; the gate's decisions never touch it). ``seq`` and ``hash`` are the
+    head of the hash chain of the entries written before migration 0004, frozen there."""
 
     __tablename__ = "log_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class LogNode(Base):
+    """The transparency log's Merkle tree (RFC 9162): the hash of every complete subtree of
+    ``2**level`` leaves starting at leaf ``idx * 2**level`` (level 0: the leaf hashes). Written only
+    by the integrator, in the transaction that signs the checkpoint covering them."""
+
+    __tablename__ = "log_nodes"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LogCheckpoint(Base):
+    """A signed checkpoint of the log (C2SP signed note), one per integrated batch."""
+
+    __tablename__ = "log_checkpoints"
+    tree_size: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text)
+    log_key: Mapped[str] = mapped_column(Text)  # the verifier key (signed-note form) that signed it
+    created_at: Mapped[str] = mapped_column(String(32))
 
 
 class OutputRecord(Base):
@@ -193,3 +232,4 @@ class OutputRecord(Base):
     phash: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of 16-hex pHashes
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[str] = mapped_column(String(32))
+from . import _service_models  # noqa: E402,F401  (the service tables share this metadata)
