@@ -14,7 +14,8 @@ same batch fail even if two integrators ever ran at once.
 **The bound on integration delay.** While an integrator runs (:meth:`Integrator.start`), an entry
 committed at time *t* is in a signed checkpoint by *t* + ``every_ms`` + *D*, where *D* is the time
 one run takes to integrate everything pending then (``max_batch`` entries per checkpoint); it is
-sooner once ``every_n`` entries are waiting (the backlog is looked at every ``every_ms / 4``). A
+sooner once ``every_n`` entries are waiting (the backlog is counted every ``every_ms / 4``, at most
+50 ms apart: one indexed count). A
 standby integrator takes over within ``every_ms`` of the leader's connection or process ending.
 Without a server (the CLI alone), entries wait for ``cameo audit checkpoint`` (or ``audit
 integrate``), which integrates whatever is pending first. Until an entry is integrated only its
@@ -355,7 +356,7 @@ class Integrator:
             self._lead.release()
 
     def _loop(self) -> None:
-        tick = max(self.every_ms / 4000.0, 0.005)
+        tick = min(max(self.every_ms / 4000.0, 0.005), 0.05)
         last = 0.0
         while not self._stop.is_set():
             try:
