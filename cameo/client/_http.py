@@ -72,7 +72,10 @@ class ServerClient:
         import httpx
 
         self.url = check_url(url)
-        verify: Any = os.environ.get("CAMEO_SERVER_CA") or True
+        import ssl
+
+        ca = os.environ.get("CAMEO_SERVER_CA")
+        verify: Any = ssl.create_default_context(cafile=ca) if ca else True
         self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=verify, follow_redirects=False)
 
     def close(self) -> None:
