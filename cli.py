@@ -493,6 +493,11 @@ def usage(handle: str, as_json: JsonOpt = False,
             _table(["seq", "time", "event", "grantee", "generator", "token", "detail"], rows)
         typer.echo(f"{r['count']} entries, {r['denied']} denied")
 
+    remote = _remote()
+    if remote:
+        pw = _passphrase(handle, as_json)
+        _run(lambda: remote.usage(handle, passphrase=pw, proofs=proofs), as_json, show)
+        return
     _run(lambda: do(_home(), handle, proofs=proofs), as_json, show)
 
 
@@ -528,7 +533,9 @@ def audit_checkpoint(
     Integrates whatever is pending first (unless a running server's integrator holds the log)."""
     from cameo.registry._app import audit_checkpoint as do
 
-    _run(lambda: do(_home(), integrate=not no_integrate), as_json, _show_checkpoint)
+    remote = _remote()
+    _run(lambda: remote.audit_checkpoint() if remote else do(_home(), integrate=not no_integrate), as_json,
+         _show_checkpoint)
 
 
 @audit_app.command("integrate")
@@ -561,7 +568,9 @@ def audit_prove(
             typer.echo(f"  {h}")
         typer.echo(f"root {r['root_hash']}")
 
-    _run(lambda: do(_home(), entry_id, tree_size=tree_size), as_json, show)
+    remote = _remote()
+    _run(lambda: (remote.audit_prove if remote else partial(do, _home()))(entry_id, tree_size=tree_size), as_json,
+         show)
 
 
 @audit_app.command("consistency")
@@ -578,7 +587,8 @@ def audit_consistency(
         for h in r["hashes"]:
             typer.echo(f"  {h}")
 
-    _run(lambda: do(_home(), old, new), as_json, show)
+    remote = _remote()
+    _run(lambda: (remote.audit_consistency if remote else partial(do, _home()))(old, new), as_json, show)
 
 
 # -- progress ----------------------------------------------------------------------------------------
@@ -815,6 +825,16 @@ def generate(
     _run(call, as_json, lambda r: typer.echo("\n".join(o["file"] for o in r["outputs"])))
 
 
+def _log_entries(r: dict[str, Any]) -> str:
+    """Each log entry the provenance names, with where it stands in the transparency log."""
+    shown = []
+    for e in r.get("log") or []:
+        p = e.get("proof")
+        shown.append(f"{e['entry_id']} (leaf {p['leaf_index']} of {p['tree_size']})" if p else
+                     f"{e['entry_id']} ({e['status']})")
+    return ", ".join(shown) or "none"
+
+
 @provenance_app.command("verify")
 def provenance_verify(path: Path, as_json: JsonOpt = False) -> None:
     """Check a file's C2PA manifest (or signed sidecar): what made it, from which cameos, under which tokens."""
@@ -836,7 +856,7 @@ def provenance_verify(path: Path, as_json: JsonOpt = False) -> None:
                 ("actions", ", ".join(r.get("actions") or []) or "none"), ("signer", str(r.get("signer") or "?")),
                 ("cameos", ids("cameo_ids")), ("consents", ", ".join(_short(x) for x in c.get("consent_digests", []))
                                                           or "none"),
-                ("grants", ids("grant_ids")), ("tokens", ids("token_ids")),
+                ("grants", ids("grant_ids")), ("tokens", ids("token_ids")), ("log entries", _log_entries(r)),
                 ("restrictions", "; ".join(c.get("restrictions", [])) or "none"),
                 ("request", _short(c.get("request_digest")) or "?")])
 
@@ -902,12 +922,16 @@ def demo(
     workdir: Annotated[Optional[Path], typer.Option(
         "--workdir", help="Where to put the demo registry (default: a temp dir). A folder that already exists is kept.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the demo's registry and files afterwards.")] = False,
+    local: Annotated[bool, typer.Option("--local", help="Everything in one home, without a server.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the whole flow end to end, offline, in a throw-away registry (removed afterwards unless --keep)."""
+    """Run the whole flow end to end, offline: a registry served on a free loopback port and each
+    party (owners, grantee, generator host) in its own home, all removed afterwards unless --keep."""
     from conditioning._demo import run_demo
+    from service._demo import run_service_demo
 
-    r = _run(lambda: run_demo(workdir, keep=keep, say=(lambda s: None) if as_json else typer.echo), as_json)
+    say = (lambda s: None) if as_json else typer.echo
+    r = _run(lambda: (run_demo if local else run_service_demo)(workdir, keep=keep, say=say), as_json)
     if not r["ok"]:
         raise typer.Exit(1)
 

@@ -306,7 +306,7 @@ def test_the_demo_runs_end_to_end_and_leaves_the_temp_folder_empty(tmp_path: Pat
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    res = run("demo", "--keep")
+    res = run("demo", "--local", "--keep")
     assert "[FAIL]" not in res.stdout and "[ok] audit verify (end)" in res.stdout
     [work] = list(temp.iterdir())  # nothing else was left in the temp folder
     home = work / "home"
@@ -323,8 +323,29 @@ def test_the_demo_runs_end_to_end_and_leaves_the_temp_folder_empty(tmp_path: Pat
     from conditioning import _demo
 
     monkeypatch.setattr(_demo, "_run", _stub)
-    run("demo")
+    run("demo", "--local")
     assert list((tmp_path / "tmp2").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_service_demo_runs_every_party_in_its_own_home_through_a_server(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cameo demo` (the main job): a server on a free loopback port, five homes; every step ok,
+    each party named, the server stopped and the temp folder left empty."""
+    import tempfile
+
+    for var in ("CAMEO_HOME", "CAMEO_DATABASE_URL", "CAMEO_KEK", "CAMEO_PASSPHRASE", "CAMEO_SERVER"):
+        monkeypatch.delenv(var, raising=False)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    res = run_json("demo")
+    assert res["ok"] and res["removed"], [s for s in res["steps"] if not s["ok"]]
+    parties = {s["party"] for s in res["steps"]}
+    assert {"registry", "alice", "bob", "carol", "generator", "anyone"} <= parties
+    names = {s["step"] for s in res["steps"]}
+    assert {"revocation wins", "screening", "single use", "proofs", "holds no party key"} <= names
+    assert list(temp.iterdir()) == []
 
 
 # -- 6. the README tour runs as written ---------------------------------------------------------------------------

@@ -82,8 +82,12 @@ class ServerClient:
         self._http.close()
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
-             signer: tuple[str, SigningKey] | None = None, allow: tuple[int, ...] = ()) -> Any:
+             signer: tuple[str, SigningKey] | None = None, allow: tuple[int, ...] = (),
+             query: dict[str, str] | None = None) -> Any:
         import httpx
+        from urllib.parse import urlencode
+
+        qs = urlencode(query or {})
 
         raw = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"accept": "application/json"}
@@ -91,10 +95,11 @@ class ServerClient:
             headers["content-type"] = "application/json"
         if signer is not None:
             keyid, key = signer
-            headers.update(sign_request(key, keyid=keyid, method=method, path=path, query="", body=raw,
+            headers.update(sign_request(key, keyid=keyid, method=method, path=path, query=qs, body=raw,
                                         created=int(time.time())))
         try:
-            resp = self._http.request(method, path, content=raw if body is not None else None, headers=headers)
+            resp = self._http.request(method, path + (f"?{qs}" if qs else ""),
+                                      content=raw if body is not None else None, headers=headers)
         except httpx.HTTPError as e:
             raise Unreachable(f"the registry server at {self.url} did not answer ({type(e).__name__})") from None
         if resp.status_code in allow:

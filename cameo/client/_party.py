@@ -173,9 +173,20 @@ class Party:
     def show(self, handle: str, *, passphrase: str) -> dict[str, Any]:
         return self.server.call("GET", f"/v1/cameos/{check_handle(handle)}", signer=self._account(handle, passphrase))
 
-    def usage(self, handle: str, *, passphrase: str) -> dict[str, Any]:
+    def usage(self, handle: str, *, passphrase: str, proofs: bool = False) -> dict[str, Any]:
         return self.server.call("GET", f"/v1/cameos/{check_handle(handle)}/usage",
-                                signer=self._account(handle, passphrase))
+                                signer=self._account(handle, passphrase), query={"proofs": "true"} if proofs else None)
+
+    # -- the transparency log (public: verified offline with only the log key) ------------------
+    def audit_checkpoint(self) -> dict[str, Any]:
+        return self.server.call("GET", "/v1/log/checkpoint")
+
+    def audit_prove(self, entry_id: str, *, tree_size: int | None = None) -> dict[str, Any]:
+        return self.server.call("GET", f"/v1/log/proof/{quote(entry_id, safe='')}",
+                                query={"tree_size": str(tree_size)} if tree_size else None)
+
+    def audit_consistency(self, first: int, second: int) -> dict[str, Any]:
+        return self.server.call("GET", "/v1/log/consistency", query={"first": str(first), "second": str(second)})
 
     def delete(self, handle: str, *, passphrase: str) -> dict[str, Any]:
         return self.server.call("DELETE", f"/v1/cameos/{check_handle(handle)}",
