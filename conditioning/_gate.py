@@ -262,6 +262,12 @@ class Gate:
         return gid
 
     @property
+    def last_log_entries(self) -> tuple[str, ...]:
+        """The audit log entry ids of this thread's last released decision, one per token (what
+        the output's provenance names: each is provable in the transparency log)."""
+        return tuple(getattr(self._local, "entries", ()))
+
+    @property
     def last_decision(self) -> GateDecision | None:
         """The decision of this thread's last ``release`` (its verified tokens included)."""
         return getattr(self._local, "last", None)
@@ -427,7 +433,10 @@ class Gate:
                 pass
 
     def _audit(self, cur: Any, event: EventTag, decision: GateDecision, *, generator_id: str,
-               request: GenerationRequest, now: datetime) -> None:
+               request: GenerationRequest, now: datetime) -> list[str]:
+        """One entry per token (one INSERT each: no row shared with other decisions); returns the
+        ids of the per-token entries, in the order of the tokens."""
+        ids: list[str] = []
         allowed = decision.allowed
         outcome = Outcome.ALLOWED if allowed else Outcome.DENIED
         all_reasons = None if allowed else [r.as_dict() for r in decision.reasons]
@@ -440,8 +449,8 @@ class Gate:
                 detail["reasons"] = [r.as_dict() for r in v.reasons] or all_reasons
             else:
                 detail["reasons"] = []
-            self._append(cur, event, outcome=outcome, now=now,
-                         subject=v.live.owner_id if v.live is not None else None, detail=detail)
+            ids.append(self._append(cur, event, outcome=outcome, now=now,
+                                    subject=v.live.owner_id if v.live is not None else None, detail=detail))
         if not decision.verdicts:  # no token at all: one entry for the call
             self._append(cur, event, outcome=Outcome.DENIED, now=now,
                          detail={"generator": generator_id, "reasons": [r.as_dict() for r in decision.reasons]})
@@ -452,6 +461,7 @@ class Gate:
                                  subject=v.live.owner_id if v.live is not None else None,
                                  detail={"what": str(event), "grant_id": v.token.grant_id if v.token else None,
                                          "reason": r.message})
+        return ids
 
     def _parse_all(self, tokens: Sequence[str], *, generator_id: str, request: GenerationRequest,
                    now: datetime) -> tuple[list[TokenVerdict], list[Reason]]:
@@ -573,9 +583,12 @@ class Gate:
                     except VaultError as e:  # a template or key that does not open: tampered or moved
                         raise _Denial(GateDecision(decision.verdicts, decision.extra + (
                             Reason("vault.integrity", f"the cameo's templates do not decrypt ({e})"),))) from None
-                self._audit(cur, EventTag.GATE_RELEASE, decision, generator_id=generator_id, request=request, now=now)
+                entries = self._audit(cur, EventTag.GATE_RELEASE, decision, generator_id=generator_id,
+                                      request=request, now=now)
+            self._local.entries = tuple(entries)
             return decision, items
 
+        self._local.entries = ()
         try:
             decision, items = self._screened(run, request)
         except _Denial as d:

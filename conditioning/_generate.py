@@ -95,7 +95,9 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
                      "grant_ids": [c.grant_id for c in bundle.cameos],
                      "token_ids": [c.token_id for c in bundle.cameos],
                      "restrictions": sorted({r for c in bundle.cameos for r in c.restrictions}),
-                     "generator_id": generator, "request_digest": request.digest}
+                     "generator_id": generator, "request_digest": request.digest,
+                     # the release's audit entries, one per cameo: each provable in the transparency log
+                     "log_entry_ids": list(gate.last_log_entries)}
         staged = work.resolve()
         # only the declared outputs the generator wrote into its folder are screened, signed and
         # handed over; anything else it left there (or a path elsewhere) is discarded
@@ -272,7 +274,7 @@ def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
                 **_claim_summary(claim), "state": report.state, "trusted": report.trusted,
                 "binding": report.binding, "generator": report.generator, "actions": list(report.actions),
                 "digital_source_type": report.digital_source_type, "signer": report.signer,
-                "soft_binding": soft, "claim": claim}
+                "soft_binding": soft, "claim": claim, "log": _log_proofs(home, claim)}
     rgb = read_picture(path)
     if rgb is not None:
         with transaction(engine_for(home)) as s:
@@ -285,7 +287,7 @@ def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
                     "actions": [], "digital_source_type": TRAINED_ALGORITHMIC_MEDIA, "signer": None,
                     "soft_binding": {"alg": rec.get("watermark"), "value": rec["id"]},
                     "watermark": {**res.detection.as_dict(), "phash_distance": res.distance},
-                    "record_digest": rec.get("digest"), "claim": claim}
+                    "record_digest": rec.get("digest"), "claim": claim, "log": _log_proofs(home, claim)}
         if res.record is not None:
             raise ProvenanceInvalid(
                 f"{path.name}: its watermark names output {res.record['id']}, but the content does not match "
@@ -307,5 +309,29 @@ def _manifest_traces(path: Path) -> bool:
 
 def _claim_summary(claim: dict[str, Any]) -> dict[str, Any]:
     return {"cameos": list(claim.get("cameo_ids") or []), "consent_digests": list(claim.get("consent_digests") or []),
-            "tokens": list(claim.get("token_ids") or []), "grants": list(claim.get("grant_ids") or [])}
+            "tokens": list(claim.get("token_ids") or []), "grants": list(claim.get("grant_ids") or []),
+            "log_entries": [x for x in claim.get("log_entry_ids") or [] if isinstance(x, str)]}
+
+
+def _log_proofs(home: Home, claim: dict[str, Any]) -> list[dict[str, Any]]:
+    """For each log entry the claim names: its inclusion proof in the latest signed checkpoint of
+    this registry's transparency log (``proof``), or why there is none (``status``: ``pending``
+    until integrated, ``unknown`` if this registry has no such entry)."""
+    from cameo.registry import LogError, NotIntegrated, UnknownEntry, inclusion_proof
+
+    out: list[dict[str, Any]] = []
+    ids = _claim_summary(claim)["log_entries"]
+    if not ids:
+        return out
+    with transaction(engine_for(home)) as s:
+        for eid in ids:
+            try:
+                out.append({"entry_id": eid, "status": "integrated", "proof": inclusion_proof(s, eid)})
+            except NotIntegrated:
+                out.append({"entry_id": eid, "status": "pending", "proof": None})
+            except UnknownEntry:
+                out.append({"entry_id": eid, "status": "unknown", "proof": None})
+            except LogError:
+                out.append({"entry_id": eid, "status": "pending", "proof": None})
+    return out
 
