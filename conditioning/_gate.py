@@ -100,6 +100,12 @@ class _Sql:
                        used_at=bindparam("stamp")).on_conflict_do_nothing(index_elements=[tu.c.jti]), dialect)
         self.templates = _compile(select(t.c.modality, t.c.encoder_id, t.c.nonce, t.c.ciphertext)
                                   .where(t.c.cameo_id == bindparam("cameo_id")), dialect)
+        # the same rows, found from the grant (the owner's cameo): a PostgreSQL release reads them in
+        # its first round trip, with the live row, before it knows the cameo's id
+        self.templates_of_grant = _compile(
+            select(t.c.cameo_id, t.c.modality, t.c.encoder_id, t.c.nonce, t.c.ciphertext)
+            .select_from(t.join(c, c.c.id == t.c.cameo_id).join(g, g.c.owner_id == c.c.account_id))
+            .where(g.c.id == bindparam("grant_id")), dialect)
         a = Account.__table__
         self.follows = _compile(
             select(f.c.envelope, a.c.id, a.c.handle, a.c.key_id, a.c.public_key, a.c.binding)
@@ -197,6 +203,23 @@ def notify(append: Callable[..., Any], findings: Sequence[Any], *, generator_id:
                                  "reasons": [f.reason.as_dict()], **f.detail})
 
 
+def _pipelines() -> bool:
+    """Whether psycopg's pipeline mode is available (libpq 14 or later)."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return bool(psycopg.Pipeline.is_supported())
+
+
+def _wipe(items: list[dict[str, Any]]) -> None:
+    """Zero decrypted template arrays that will not be handed over."""
+    for it in items:
+        for m in ("face", "voice"):
+            if it.get(m) is not None:
+                it[m][...] = 0
+
+
 class _Rescan(Exception):
     """The likeness directory moved while a decision was being made: scan again and retry."""
 
@@ -243,6 +266,7 @@ class Gate:
         self._local = threading.local()
         self._dbapi_errors = (engine.dialect.loaded_dbapi.Error, SQLAlchemyError)
         self._append = RawAppender(engine.dialect.name, self._trust.audit_key)
+        self._pipelined = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg" and _pipelines()
 
     def __repr__(self) -> str:
         return f"Gate({self._engine.dialect.name}, generator={self._generator_id!r}, screener={self._screener!r})"
@@ -353,14 +377,18 @@ class Gate:
         return {(live.owner_handle, live.grantee_handle), (live.grantee_handle, live.owner_handle)} <= seen
 
     def _verify(self, cur: Any, parsed: TokenVerdict, *, generator_id: str, now: datetime,
-                lock: bool = False) -> TokenVerdict:
-        """Steps 7-9, against the live registry inside the decision's transaction."""
+                lock: bool = False, prefetched: dict[int, Any] | None = None) -> TokenVerdict:
+        """Steps 7-9, against the live registry inside the decision's transaction (``prefetched``:
+        the live rows already read in this transaction, by token index)."""
         tok = parsed.token
         if tok is None:
             return parsed
-        q = self._sql.live_locked if lock else self._sql.live
-        cur.execute(q.sql, q.args(jti=tok.jti, generator=generator_id, grant_id=tok.grant_id))
-        row = cur.fetchone()
+        if prefetched is not None:
+            row = prefetched[parsed.index]
+        else:
+            q = self._sql.live_locked if lock else self._sql.live
+            cur.execute(q.sql, q.args(jti=tok.jti, generator=generator_id, grant_id=tok.grant_id))
+            row = cur.fetchone()
         if row is None:
             return TokenVerdict(parsed.index, tok, parsed.reasons + (
                 Reason("grant.unknown", "the token's grant is not in this registry"),))
@@ -478,18 +506,19 @@ class Gate:
         return parsed, extra
 
     def _decide(self, cur: Any, parsed: tuple[list[TokenVerdict], list[Reason]], *, generator_id: str,
-                now: datetime, lock: bool = False) -> GateDecision:
-        verdicts = tuple(self._verify(cur, v, generator_id=generator_id, now=now, lock=lock) for v in parsed[0])
+                now: datetime, lock: bool = False, prefetched: dict[int, Any] | None = None) -> GateDecision:
+        verdicts = tuple(self._verify(cur, v, generator_id=generator_id, now=now, lock=lock, prefetched=prefetched)
+                         for v in parsed[0])
         return GateDecision(verdicts, tuple(parsed[1]))
 
     def _judge(self, cur: Any, parsed: tuple[list[TokenVerdict], list[Reason]], *, generator_id: str,
                request: GenerationRequest, now: datetime, lock: bool,
-               releasing: bool) -> tuple[GateDecision, list[Any]]:
+               releasing: bool, prefetched: dict[int, Any] | None = None) -> tuple[GateDecision, list[Any]]:
         """Steps 1-9 and screening: the verdict both tiers share (``check`` and ``release`` agree
         on it for the same request and tokens). A release also needs a likeness to hand over
         (``cameo.none`` for an owner who never enrolled): the dry run answers whether the tokens
         are honoured, and a grant may be made before its owner enrolls."""
-        decision = self._decide(cur, parsed, generator_id=generator_id, now=now, lock=lock)
+        decision = self._decide(cur, parsed, generator_id=generator_id, now=now, lock=lock, prefetched=prefetched)
         found: list[Any] = []
         if decision.allowed and releasing:
             missing = tuple(Reason("cameo.none", f"{v.token.owner} has no enrolled likeness to release")
@@ -565,6 +594,9 @@ class Gate:
         stamp = fmt_time(now)
 
         def run() -> tuple[GateDecision, list[dict[str, Any]]]:
+            if self._pipelined:
+                return self._release_pipelined(parsed, generator_id=generator_id, request=request, now=now,
+                                               stamp=stamp, load_templates=load_templates)
             items: list[dict[str, Any]] = []
             with self._txn() as (conn, cur):
                 decision, found = self._judge(cur, parsed, generator_id=generator_id, request=request, now=now,
@@ -605,7 +637,112 @@ class Gate:
         self._local.last = decision
         return decision, items
 
-    def _open(self, cur: Any, v: TokenVerdict) -> dict[str, Any]:
+    def _release_pipelined(self, parsed: tuple[list[TokenVerdict], list[Reason]], *, generator_id: str,
+                           request: GenerationRequest, now: datetime, stamp: str,
+                           load_templates: bool) -> tuple[GateDecision, list[dict[str, Any]]]:
+        """Steps 7-11 on PostgreSQL in two round trips and the commit (psycopg pipeline mode).
+
+        1. BEGIN, each token's live row under its grant row lock (``FOR UPDATE``: a revocation that
+           committed first is seen; one that comes later waits for this decision, exactly as the
+           one-statement-at-a-time path), and the templates of each grant's cameo; one sync.
+        2. The decision, screening and the templates' decryption here; then each use consumed (the
+           compare-and-set UPDATE and the token-use INSERT) and the audit entries, sent together;
+           one sync. A consume that changed no row (a race for the last use, a token used
+           meanwhile) is a denial: the transaction rolls back, entries included, and the denial is
+           recorded on its own as on the other path.
+        3. COMMIT.
+        (A request with reference media adds the screener's version check, a mutuals audience the
+        follows: one round trip each.)"""
+        sql = self._sql
+        toks = [v for v in parsed[0] if v.token is not None]
+        items: list[dict[str, Any]] = []
+        with self._pg_txn() as (raw, cur):
+            with raw.pipeline() as pipe:
+                cur.execute("BEGIN")  # queued with round trip 1 (psycopg's own BEGIN would wait for its reply)
+                live_c = {v.index: raw.cursor() for v in toks}
+                tpl_c = {v.index: raw.cursor() for v in toks} if load_templates else {}
+                for v in toks:
+                    assert v.token is not None
+                    q = sql.live_locked
+                    live_c[v.index].execute(q.sql, q.args(jti=v.token.jti, generator=generator_id,
+                                                          grant_id=v.token.grant_id))
+                    if load_templates:
+                        tpl_c[v.index].execute(sql.templates_of_grant.sql, (v.token.grant_id,))
+                pipe.sync()  # round trip 1
+                rows = {i: c.fetchone() for i, c in live_c.items()}
+                tpls = {i: c.fetchall() for i, c in tpl_c.items()}
+                decision, found = self._judge(cur, parsed, generator_id=generator_id, request=request, now=now,
+                                              lock=True, releasing=load_templates, prefetched=rows)
+                if not decision.allowed:
+                    raise _Denial(decision, found)
+                if load_templates:
+                    try:  # step 11's decryption, before anything is written
+                        items = [self._open(cur, v, rows=[r[1:] for r in tpls[v.index] if r[0] == v.live.cameo_id])
+                                 for v in decision.verdicts]
+                    except VaultError as e:
+                        raise _Denial(GateDecision(decision.verdicts, decision.extra + (
+                            Reason("vault.integrity", f"the cameo's templates do not decrypt ({e})"),))) from None
+                consumed = [self._consume_send(raw, v, generator_id=generator_id, stamp=stamp)
+                            for v in decision.verdicts]  # step 10
+                entries = self._audit(cur, EventTag.GATE_RELEASE, decision, generator_id=generator_id,
+                                      request=request, now=now)
+            # round trip 2: the pipeline's closing sync
+            for upd, ins in consumed:
+                r = (Reason("grant.race", "the grant was revoked or used up while this call was being decided")
+                     if upd.rowcount != 1 else
+                     Reason("token.used", "the token was already used") if ins.rowcount != 1 else None)
+                if r is not None:
+                    _wipe(items)
+                    raise _Denial(GateDecision(decision.verdicts, decision.extra + (r,)), found)
+            self._local.entries = tuple(entries)
+        return decision, items
+
+    @contextlib.contextmanager
+    def _pg_txn(self) -> Iterator[tuple[Any, Any]]:
+        """A transaction the caller begins itself (``BEGIN`` queued in a pipeline): the connection is
+        in autocommit mode meanwhile, so psycopg sends no BEGIN of its own. Commits (one round
+        trip) if the block returns, rolls back if it raises; back out of autocommit either way."""
+        raw = self._connection()
+        raw.autocommit = True
+        cur = raw.cursor()
+        try:
+            yield raw, cur
+            raw.commit()
+        except BaseException as e:
+            try:
+                raw.rollback()
+            except Exception:  # noqa: BLE001 - the original error matters more; drop the connection
+                self.close()
+                raw = None
+            if isinstance(e, self._dbapi_errors):
+                self.close()
+                raw = None
+                raise DatabaseError(f"database error: {type(e).__name__}") from e
+            raise
+        finally:
+            cur.close()
+            if raw is not None:
+                try:
+                    raw.autocommit = False
+                except Exception:  # noqa: BLE001 - a broken connection: not kept
+                    self.close()
+
+    def _consume_send(self, raw: Any, v: TokenVerdict, *, generator_id: str, stamp: str) -> tuple[Any, Any]:
+        """Step 10's two statements, queued (pipeline mode): the cursors, whose row counts are read
+        after the sync."""
+        assert v.token is not None and v.live is not None
+        live, uses = v.live, v.live.uses + 1
+        mac = self._trust.grant_mac(v.token.grant_id, live.digest, live.owner_id, live.grantee_id, uses, None)
+        upd, ins = raw.cursor(), raw.cursor()
+        q = self._sql.consume
+        upd.execute(q.sql, q.args(new=uses, mac=mac, grant_id=v.token.grant_id, old=live.uses,
+                                  limit=v.grant.max_uses, stamp=stamp))
+        q = self._sql.use_once
+        ins.execute(q.sql, q.args(jti=v.token.jti, grant_id=v.token.grant_id, generator=generator_id, stamp=stamp))
+        return upd, ins
+
+    def _open(self, cur: Any, v: TokenVerdict, rows: list[Any] | None = None) -> dict[str, Any]:
+        """Step 11 for one token: ``rows`` are the cameo's template rows when already read."""
         assert v.token is not None and v.live is not None
         live = v.live
         consent = v.consent
@@ -618,8 +755,9 @@ class Gate:
                                 "grant_id": v.token.grant_id, "token_id": v.token.jti}
         if live.cameo_id is None or self._vault is None:
             return item
-        cur.execute(self._sql.templates.sql, (live.cameo_id,))
-        rows = cur.fetchall()
+        if rows is None:
+            cur.execute(self._sql.templates.sql, (live.cameo_id,))
+            rows = cur.fetchall()
         key = self._vault.data_key(bytes(live.wrapped_dek) if live.wrapped_dek is not None else None, live.cameo_id)
         for modality, encoder_id, nonce, ct in rows:
             if modality not in v.token.modalities:

@@ -71,7 +71,8 @@ class RawAppender:
 
         self._key = key
         cols = ("entry_id", "ts", "event", "actor", "subject", "detail", "hash")
-        ins = compile_positional(insert(_log_t).values({c: bindparam(c) for c in cols}), dialect)
+        # inline: no RETURNING of the new seq (nothing reads it; it would be a result row per entry)
+        ins = compile_positional(insert(_log_t).values({c: bindparam(c) for c in cols}).inline(), dialect)
         assert ins.order == cols
         self._insert = ins.sql
 
