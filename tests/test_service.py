@@ -424,3 +424,85 @@ def test_https_with_a_pinned_ca(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_media_longer_than_the_limit_is_refused_before_any_model(srv: Server, tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile
+
+    wav = tmp_path / "long.wav"
+    soundfile.write(str(wav), np.zeros(16_000 * 130, dtype="int16"), 16_000)
+    alice = _key(srv.homes["owner"], "alice")
+    body = {"faces": [], "voices": [{"name": "long.wav", "data": base64.b64encode(wav.read_bytes()).decode()}]}
+    before = _counts(srv)
+    r = signed(srv.url, "POST", "/v1/cameos/alice/enrollments", body, "account:alice", alice)
+    assert r.status_code == 413 and is_problem(r) and r.json()["code"] == "media-too-long"
+    assert _counts(srv) == before
+
+
+@pytest.mark.data
+def test_follow_and_dry_run_check_through_the_server(srv: Server) -> None:
+    _faces()
+    r = srv.at("owner", "follow", "alice", "bob", "--json")
+    assert json.loads(r.stdout)["followee"] == "bob"
+    srv.at("owner", "grant", "alice", "--to", "bob", "--generator", "gen-r", "--uses", "2")
+    req = _request_file(srv.homes["gen"] / "reqs4")
+    t = _token(srv, req)
+    ok = srv.at("gen", "check", "--token", t, "--generator", "gen-r", "--request", str(req), "--json")
+    assert json.loads(ok.stdout)["allowed"] is True
+    bad = srv.at("genb", "check", "--token", t, "--generator", "gen-b", "--request", str(req), check=False)
+    assert bad.returncode == 3  # the token's audience is gen-r
+
+
+def test_an_enrollment_never_completed_expires_and_leaves_nothing(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from cameo import Encoders
+    from cameo._enrollment import PENDING_TTL, enroll_begin, enroll_complete
+    from cameo._errors import NotFound
+    from cameo.registry import Home, engine_for, transaction
+    from cameo.registry import _app
+    from cameo.registry._service_models import PendingEnrollment
+    from conditioning._app import init
+    from conditioning._demo import _package_faces
+    from consent import ConsentRecord, TemplateCommitment, new_id
+
+    monkeypatch.delenv("CAMEO_DATABASE_URL", raising=False)
+    home = Home.resolve(tmp_path / "r")
+    t0 = datetime.now(timezone.utc)
+    init(home, now=t0)
+    _app.account_create(home, "alice", PASS, now=t0)
+    faces = _package_faces(tmp_path)["alice"]
+    enc = Encoders(None)
+    p = enroll_begin(home, "alice", faces=faces, voices=[], video=None, encoders=enc, now=t0)
+    key = home.load_key("alice", PASS)
+    record = ConsentRecord.create(key, id=new_id("consent"), owner="alice", owner_key=key.key_id,
+                                  purposes=("generate",), modalities=("face",), audience="approved", restrictions=(),
+                                  templates=tuple(TemplateCommitment(t["modality"], t["encoder"], t["digest"],
+                                                                     int(t["samples"])) for t in p["templates"]),
+                                  adult_attested=True, created=t0, expires=None)
+    with pytest.raises(NotFound, match="expired"):
+        enroll_complete(home, "alice", p["enrollment_id"], record.to_bytes(), now=t0 + PENDING_TTL + timedelta(1),
+                        encoders=enc)
+    assert _app.usage(home, "alice")["count"] >= 1  # (the account's own entry), and no cameo:
+    with pytest.raises(NotFound):
+        from cameo._enrollment import show
+
+        show(home, "alice")
+    # a later enrollment purges what expired
+    enroll_begin(home, "alice", faces=faces, voices=[], video=None, encoders=enc, now=t0 + PENDING_TTL * 2)
+    with transaction(engine_for(home)) as s:
+        assert [r.id for r in s.query(PendingEnrollment).all()] != [p["enrollment_id"]]
+        assert s.query(PendingEnrollment).count() == 1
+    # and a pending enrollment completes under a consent record that commits to its templates
+    p2 = enroll_begin(home, "alice", faces=faces, voices=[], video=None, encoders=enc, now=t0)
+    rec2 = ConsentRecord.create(key, id=new_id("consent"), owner="alice", owner_key=key.key_id,
+                                purposes=("generate",), modalities=("face",), audience="approved", restrictions=(),
+                                templates=tuple(TemplateCommitment(t["modality"], t["encoder"], t["digest"],
+                                                                   int(t["samples"])) for t in p2["templates"]),
+                                adult_attested=True, created=t0, expires=None)
+    done = enroll_complete(home, "alice", p2["enrollment_id"], rec2.to_bytes(), now=t0, encoders=enc)
+    assert done["consent_id"] == rec2.id
+    with transaction(engine_for(home)) as s:
+        assert s.query(PendingEnrollment).count() == 0
