@@ -39,6 +39,15 @@ from ._documents import (
     new_id,
     parse_time,
 )
+from ._delegation import (
+    POWERS,
+    DeviceClaim,
+    DeviceDelegation,
+    DeviceRevocation,
+    claim_decision,
+    device_decision,
+    device_id_for,
+)
 from ._envelope import Envelope, open_envelope, seal
 from ._errors import (
     AudienceMismatch,
@@ -74,4 +83,7 @@ __all__ = [
     "consistency_path", "entry_mac", "inclusion_path", "leaf_hash", "log_entry_bytes", "new_nodes", "node_hash",
     "open_checkpoint", "open_note", "root_hash", "root_of", "sign_note", "subtree_hash", "verify_consistency",
     "verify_inclusion",
+    # device delegation (the owner's page)
+    "POWERS", "DeviceClaim", "DeviceDelegation", "DeviceRevocation", "claim_decision", "device_decision",
+    "device_id_for",
 ]
