@@ -39,3 +39,4 @@ class ReleaseRow(Base):
     expires_at: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))  # open | done
     mac: Mapped[str] = mapped_column(String(80))
+from ._delegation_models import DeviceDelegationRow  # noqa: E402,F401  (the owner page's table, migration 0006)
