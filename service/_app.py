@@ -223,7 +223,12 @@ def create_app(home: Any = None) -> FastAPI:
     def unsigned(request: Request) -> None:
         ctx.open_limit.take("addr:" + (request.client.host if request.client else "?"))
 
-    def owner(handle: str, party: Party) -> None:
+    def owner(handle: str, party: Party, power: str | None = None) -> None:
+        if party.kind == "device":  # a delegated device key: only the narrowing powers (service/_web.py)
+            from ._web import device_may
+
+            device_may(home, party, handle, power)
+            return
         if party.kind != "account" or party.name != handle:
             raise Problem(403, f"only {handle[:32]} may do this with their cameo (signed by {party.keyid[:80]})",
                           code="wrong-party")
@@ -293,21 +298,21 @@ def create_app(home: Any = None) -> FastAPI:
     def cameo_get(handle: str, party: Party = Depends(signer)) -> dict[str, Any]:
         from cameo._enrollment import show
 
-        owner(handle, party)
+        owner(handle, party, "read")
         return show(home, handle)
 
     @app.get("/v1/cameos/{handle}/usage", tags=["cameos"])
     def usage_get(handle: str, party: Party = Depends(signer)) -> dict[str, Any]:
         from cameo.registry._app import usage
 
-        owner(handle, party)
+        owner(handle, party, "read")
         return usage(home, handle)
 
     @app.get("/v1/cameos/{handle}/grants", tags=["cameos"])
     def grants_get(handle: str, party: Party = Depends(signer)) -> dict[str, Any]:
         from cameo.registry._app import grants
 
-        owner(handle, party)
+        owner(handle, party, "read")
         return grants(home, handle, now=_now())
 
     @app.delete("/v1/cameos/{handle}", tags=["cameos"])
@@ -316,7 +321,7 @@ def create_app(home: Any = None) -> FastAPI:
         from cameo.registry import engine_for, transaction
         from cameo.registry._cameos import delete_cameo
 
-        owner(handle, party)
+        owner(handle, party, "delete")
         with transaction(engine_for(home)) as s:
             return delete_cameo(s, handle, now=_now())
 
@@ -406,6 +411,9 @@ def create_app(home: Any = None) -> FastAPI:
         return r
 
     _log_routes(app, home, unsigned)
+    from ._web import install as _web_routes
+
+    _web_routes(app, home, signer=signer, owner=owner, raw_body=raw_body, limiter=ctx.signed_limit)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     return app
 

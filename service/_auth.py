@@ -2,7 +2,9 @@
 Ed25519 key over method, path, query, body digest, time and a nonce (:mod:`consent._httpsig`).
 
 * ``account:<handle>``: the key the registry bound to that account;
-* ``generator:<id>``: the request key the operator registered for that generator.
+* ``generator:<id>``: the request key the operator registered for that generator;
+* ``device:<id>``: a browser's device key, only under a live delegation from the owner
+  (:mod:`service._web`): the route then checks the power it needs.
 
 A request that is unsigned, wrongly signed, older or newer than :data:`SKEW`, or whose nonce was
 already seen through any worker (the ``http_nonces`` table's primary key) gets 401 and changes
@@ -32,7 +34,7 @@ SKEW = 300  # seconds either side of the server's clock
 
 @dataclass(frozen=True)
 class Party:
-    kind: str  # account | generator
+    kind: str  # account | generator | device
     name: str
 
     @property
@@ -69,8 +71,12 @@ def _key_for(home: Any, signed: SignedRequest, new_account_key: bytes | None) ->
     from cameo.registry import engine_for, get_generator, transaction
     from cameo.registry import _services as reg
 
-    if signed.kind == "account" and new_account_key is not None:
-        return VerifyKey(new_account_key)
+    if signed.kind in ("account", "device") and new_account_key is not None:
+        return VerifyKey(new_account_key)  # a new account's key, or a device claiming its delegation
+    if signed.kind == "device":
+        from ._web import device_key
+
+        return device_key(home, signed.name)
     try:
         with transaction(engine_for(home)) as s:
             if signed.kind == "account":
