@@ -918,6 +918,44 @@ def serve(
 
 
 @app.command()
+def web(
+    handle: str,
+    revoke_id: Annotated[Optional[str], typer.Option(
+        "--revoke", help="Sign out a device (or cancel an unused link): its delegation id or device id.")] = None,
+    devices: Annotated[bool, typer.Option("--devices", help="List the devices and links instead.")] = False,
+    expires: Annotated[str, typer.Option("--expires", help="How long the signed-in browser may act (e.g. 12h, 30d).")] = "30d",
+    as_json: JsonOpt = False,
+) -> None:
+    """A one-time sign-in link to HANDLE's page (valid 10 minutes, once): HANDLE's key signs a
+    delegation here; the browser makes its own device key, which can only narrow consent."""
+    remote = _remote()
+    if remote is None:
+        _fail(2, "the owner's page is served by `cameo serve`: set CAMEO_SERVER (or --server) to its URL", as_json)
+    pw = _passphrase(handle, as_json)
+    if revoke_id:
+        _run(lambda: remote.web_revoke(handle, revoke_id, passphrase=pw), as_json,
+             _echo("signed out: {delegation_id} (device {device_id}) at {revoked_at}"))
+    elif devices:
+        def show(r: dict[str, Any]) -> None:
+            rows = [[d["delegation_id"], d["device_id"] or "-", d["label"] or "-", d["state"], _when(d["not_after"]),
+                     _when(d["last_used"])] for d in r["devices"]]
+            if rows:
+                _table(["delegation", "device", "browser", "state", "until", "last used"], rows)
+            else:
+                typer.echo(f"{handle} has no devices")
+
+        _run(lambda: remote.web_devices(handle, passphrase=pw), as_json, show)
+    else:
+        def link(r: dict[str, Any]) -> None:
+            typer.echo(r["url"])
+            typer.echo(f"Open it in your browser before {_when(r['link_expires'])}; it signs in one browser, once "
+                       f"(until {_when(r['not_after'])}; `cameo web {handle} --revoke {r['delegation_id']}` signs it "
+                       "out). Whoever opens it first gets the page: do not share it.", err=True)
+
+        _run(lambda: remote.web_link(handle, passphrase=pw, expires=expires, now=_now()), as_json, link)
+
+
+@app.command()
 def demo(
     workdir: Annotated[Optional[Path], typer.Option(
         "--workdir", help="Where to put the demo registry (default: a temp dir). A folder that already exists is kept.")] = None,

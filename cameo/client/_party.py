@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -26,6 +26,8 @@ from ..registry._home import Home, check_handle, write_private
 from ._http import RemoteError, ServerClient
 
 Progress = Callable[[str, int, int], None]
+#: How long a sign-in link of `cameo web` may be used (once).
+WEB_LINK_LIFE = timedelta(minutes=10)
 
 
 def _file(path: Path) -> dict[str, str]:
@@ -231,6 +233,44 @@ class Party:
 
     def match(self, handle: str, path: Path, *, passphrase: str) -> dict[str, Any]:
         return self.server.call("POST", f"/v1/cameos/{check_handle(handle)}/match", {"file": _file(path)},
+                                signer=self._account(handle, passphrase))
+
+    # -- the owner's page (a browser's delegated device key; see service/_web.py) ----------------------
+    def web_link(self, handle: str, *, passphrase: str, expires: str, now: datetime) -> dict[str, Any]:
+        """Sign a device delegation with the owner's key and register it; the one-time link
+        carries the ticket key's seed in its fragment (never sent to a server by a browser)."""
+        import secrets
+        from urllib.parse import urlencode
+
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from consent import POWERS, DeviceDelegation, MalformedDocument
+
+        from ..registry._services import parse_duration
+
+        life = parse_duration(expires, max_days=365)
+        keyid, key = self._account(handle, passphrase)
+        seed = secrets.token_bytes(32)
+        ticket = SigningKey(Ed25519PrivateKey.from_private_bytes(seed))
+        try:
+            doc = DeviceDelegation.create(key, id=new_id("dlg"), owner=handle, owner_key=key.key_id,
+                                          ticket_key=ticket.public.b64(), powers=POWERS, created=now,
+                                          claim_by=now + WEB_LINK_LIFE, not_after=now + max(life, timedelta(hours=1)))
+        except MalformedDocument as e:
+            raise BadInput(str(e)) from e
+        r = self.server.call("POST", "/v1/web/delegations", {"document": base64.b64encode(doc.to_bytes()).decode()},
+                             signer=(keyid, key))
+        fragment = urlencode({"h": handle, "t": doc.id, "k": base64.urlsafe_b64encode(seed).decode().rstrip("=")})
+        return {"url": f"{self.server.url}/v1/web/#{fragment}", "delegation_id": r["delegation_id"], "owner": handle,
+                "powers": r["powers"], "link_expires": r["claim_by"], "not_after": r["not_after"]}
+
+    def web_devices(self, handle: str, *, passphrase: str) -> dict[str, Any]:
+        return self.server.call("GET", f"/v1/cameos/{check_handle(handle)}/devices",
+                                signer=self._account(handle, passphrase))
+
+    def web_revoke(self, handle: str, ident: str, *, passphrase: str) -> dict[str, Any]:
+        """Sign a device out (or cancel an unused link), by delegation id or device id."""
+        return self.server.call("DELETE", f"/v1/cameos/{check_handle(handle)}/devices/{quote(ident[:64], safe='')}",
                                 signer=self._account(handle, passphrase))
 
     # -- generators ----------------------------------------------------------------------------------
