@@ -39,7 +39,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -192,7 +192,15 @@ class _Denial(Exception):
         self.findings = findings or []
 
 
-def notify(append: Callable[..., Any], findings: Sequence[Any], *, generator_id: str, request: GenerationRequest,
+class Digested(Protocol):
+    """What notification and signing read of a request: its digest (a remote release's request
+    stays on the generator's host; the registry keeps its digest)."""
+
+    @property
+    def digest(self) -> str: ...
+
+
+def notify(append: Callable[..., Any], findings: Sequence[Any], *, generator_id: str, request: Digested,
            now: datetime) -> None:
     """Tell each owner whose likeness was found without consent (an entry in their usage log).
     ``append(event, now=, subject=, detail=)`` writes an audit entry in the caller's transaction."""

@@ -39,7 +39,7 @@ from cameo.registry import get_account, get_generator
 from cameo import GenerationRequest, StagedReference, file_digest
 
 from ._errors import ScreeningDenied
-from ._gate import Gate, notify
+from ._gate import Digested, Gate, notify
 from ._screen import Screener
 
 
@@ -132,7 +132,7 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
 
 
 def _sign_and_record(eng: Any, files: list[Path], *, claim: dict[str, Any], authority: Any, generator: str,
-                     request: GenerationRequest, toks: list[Any], out_dir: Path, now: datetime) -> list[dict[str, Any]]:
+                     request: Digested, toks: list[Any], out_dir: Path, now: datetime) -> list[dict[str, Any]]:
     """Step 5: watermark, sign, record, hand over."""
     from .provenance import detached_path, inspect_output, sidecar_path, sign_output
     from .provenance import draw_identifier, mark_output, record_output
