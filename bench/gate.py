@@ -130,8 +130,12 @@ def main() -> None:
     ph = "?" if is_sqlite else "%s"
 
     def indexed_read() -> None:
+        if not is_sqlite:  # one round trip, and no transaction left open on the gate's connection
+            raw.autocommit = True
         cur.execute(f"SELECT id, handle, key_id FROM accounts WHERE handle = {ph}", ("alice",))
         cur.fetchall()
+        if not is_sqlite:
+            raw.autocommit = False
 
     def durable_commit() -> None:
         if is_sqlite:

@@ -602,7 +602,7 @@ class Gate:
         stamp = fmt_time(now)
 
         def run() -> tuple[GateDecision, list[dict[str, Any]]]:
-            if self._pipelined:
+            if self._pipelined and self._connection().info.transaction_status == 0:  # (0: idle)
                 return self._release_pipelined(parsed, generator_id=generator_id, request=request, now=now,
                                                stamp=stamp, load_templates=load_templates)
             items: list[dict[str, Any]] = []
