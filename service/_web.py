@@ -162,12 +162,12 @@ def install(app: FastAPI, home: Any, *, signer: Callable[..., Party], owner: Cal
     def web_root() -> Response:
         return RedirectResponse("/v1/web/", status_code=308)  # the fragment stays with the browser
 
-    @app.get("/v1/web/", tags=["owner page"], response_class=Response)
+    @app.get("/v1/web/", include_in_schema=False)
     def web_page() -> Response:
         """The owner's page (HTML; its script and style are served beside it)."""
         return page_response(_asset("index.html"), "text/html; charset=utf-8", cache="no-store")
 
-    @app.get("/v1/web/{name}", tags=["owner page"], response_class=Response)
+    @app.get("/v1/web/{name}", include_in_schema=False)
     def web_asset(name: str) -> Response:
         if name not in ASSETS:
             raise Problem(404, "no such file", code="not-found")

@@ -149,7 +149,12 @@
     const got = await signed("POST", "/v1/web/claims", { claim: b64(doc) }, me);
     me.notAfter = got.not_after;
     me.powers = got.powers;
+    const old = await store("get").catch(() => null);
     await store("put", me);
+    if (old && old.deviceId !== me.deviceId) {  // this browser signed in again: its previous key signs itself out
+      await signed("DELETE", "/v1/cameos/" + encodeURIComponent(old.handle) + "/devices/" + encodeURIComponent(old.deviceId),
+        undefined, old).catch(() => {});
+    }
     return me;
   }
 
@@ -161,16 +166,19 @@
     $("gate-title").textContent = title;
     $("gate-text").textContent = text;
     $("gate-hint").hidden = !hint;
-    $("gate-hint").textContent = hint || "";
+    $("gate-hint").replaceChildren();
+    if (hint) $("gate-hint").append("On your computer, run ", el("code", { text: hint }), " and open the link it prints, in this browser.");
   }
-  function newLinkHint(handle) {
-    return "On your computer, run: cameo web " + (handle || "YOUR-HANDLE") + " — and open the link it prints, in this browser.";
+  function newLinkHint(handle) { return "cameo web " + (handle || "YOUR-HANDLE"); }
+  function sentence(text) {
+    const t = String(text || "").trim();
+    return t ? t[0].toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? "" : ".") : "";
   }
   async function signedOut(err) {
     const handle = state.me && state.me.handle;
     await store("delete").catch(() => {});
     state.me = null;
-    gate("Signed out", (err && err.message) || "This browser is no longer signed in to the page.", newLinkHint(handle));
+    gate("Signed out", sentence((err && err.message) || "This browser is no longer signed in to the page"), newLinkHint(handle));
   }
 
   // -- rendering -------------------------------------------------------------------------------------
@@ -225,6 +233,7 @@
       $("cameo-lede").textContent = "You have no cameo here: it was deleted, or never enrolled. Your history stays below.";
       $("withdraw").disabled = true;
       $("delete").disabled = true;
+      $("take-back").hidden = true;
       return;
     }
     const active = c.status === "active";
@@ -233,6 +242,7 @@
     $("cameo-lede").textContent = active
       ? "Your face and voice are sealed under the consent you signed. Only the grants below can use them."
       : "You withdrew consent: nothing can use your likeness. Delete the cameo to destroy the templates too.";
+    $("take-back").hidden = false;
     $("withdraw").disabled = !active;
     $("delete").disabled = false;
     const consent = c.consent || {};
@@ -255,6 +265,11 @@
     if (state.filter === "denied") return state.uses.filter((e) => e.outcome === "denied" || e.outcome === "withheld");
     return state.uses.filter((e) => e.outcome === "allowed");
   }
+  function grantees(ids) {  // who a revocation took a grant from
+    if (!Array.isArray(ids) || !ids.length) return "";
+    const names = new Set(ids.map((id) => (state.grants.find((g) => g.id === id) || {}).grantee).filter(Boolean));
+    return [...names].join(", ");
+  }
   function renderUses() {
     const body = $("uses-body");
     body.replaceChildren();
@@ -269,7 +284,7 @@
       const reasons = (d.reasons || []).filter((r) => r && r.message);
       const why = reasons.length ? el("ul", { class: "reasons" }, ...reasons.map((r) => el("li", { title: r.code, text: r.message }))) : "—";
       const outs = (e.outputs || []).length
-        ? el("div", { class: "outs" }, ...e.outputs.map((o) => el("code", { title: o, text: short(o, 12) })),
+        ? el("div", { class: "outs" }, ...e.outputs.map((o) => el("code", { title: o, text: short(o, 10) })),
             e.event === "gate:output" || e.event.startsWith("gate:release") ? el("span", { class: "prov", text: "C2PA-signed by the registry" }) : null)
         : "—";
       let what = eventOf(e);
@@ -278,7 +293,7 @@
         cell("When", el("time", { datetime: e.ts, text: when(e.ts) })),
         cell("Result", outcome === "recorded" ? "" : pill(outcome, kind)),
         cell("What", what),
-        cell("Grantee", e.grantee || "—"),
+        cell("Grantee", e.grantee || grantees(d.revoked) || "—"),
         cell("Generator", e.generator || "—"),
         cell("Purpose", d.purpose || "—"),
         cell("Reasons", why),
@@ -510,7 +525,7 @@
         state.me = await claim(ticket);
       } catch (e) {
         const reasons = e instanceof ApiError ? (e.doc.reasons || []).map((r) => r.message) : [];
-        gate("This sign-in link cannot be used", reasons.length ? reasons.join("; ") : (e.message || String(e)), newLinkHint(ticket.h));
+        gate("This sign-in link cannot be used", sentence(reasons.length ? reasons.join("; ") : (e.message || String(e))), newLinkHint(ticket.h));
         return;
       }
     } else {
