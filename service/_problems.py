@@ -8,10 +8,10 @@ from starlette.responses import JSONResponse
 
 PROBLEM = "application/problem+json"
 _STATUS = {2: 400, 3: 403, 4: 404}
-_TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Denied", 404: "Not found", 405: "Method not allowed",
+_TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Denied", 404: "Not found", 405: "Method not allowed", 408: "Request timeout",
            409: "Conflict", 413: "Body too large", 415: "Unsupported media type", 422: "Invalid request",
            429: "Too many requests", 500: "Internal error", 503: "Busy"}
-_EXIT = {400: 2, 401: 3, 403: 3, 404: 4, 405: 2, 409: 2, 413: 2, 415: 2, 422: 2, 429: 1, 500: 1, 503: 1}
+_EXIT = {400: 2, 401: 3, 403: 3, 404: 4, 405: 2, 408: 1, 409: 2, 413: 2, 415: 2, 422: 2, 429: 1, 500: 1, 503: 1}
 
 
 class Problem(Exception):

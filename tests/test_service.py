@@ -506,3 +506,19 @@ def test_an_enrollment_never_completed_expires_and_leaves_nothing(tmp_path: Path
     assert done["consent_id"] == rec2.id
     with transaction(engine_for(home)) as s:
         assert s.query(PendingEnrollment).count() == 0
+
+
+def test_a_stalled_body_gets_408_and_holds_nothing(tmp_path: Path) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    with serving(tmp_path, workers=1, env={"CAMEO_SERVE_RECEIVE_TIMEOUT": "1.5"}) as s:
+        u = urlsplit(s.url)
+        with socket.create_connection((u.hostname, u.port), timeout=20) as c:
+            c.sendall(b"POST /v1/grants HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"document\": \"")
+            t0 = time.monotonic()
+            reply = c.recv(65536).decode("latin-1")
+            assert time.monotonic() - t0 < 10
+        assert reply.startswith("HTTP/1.1 408") and "application/problem+json" in reply
+        assert httpx.get(s.url + "/healthz").status_code == 200

@@ -59,7 +59,7 @@ from consent import (
     verify_inclusion,
 )
 
-from .._errors import CameoError, NotFound
+from .._errors import BadInput, CameoError, NotFound
 from ._audit import ChainReport, ts
 from ._models import AuditEntry, LogCheckpoint, LogNode, Meta
 
@@ -81,6 +81,13 @@ class UnknownEntry(NotFound):
 
 class NotIntegrated(NotFound):
     """The entry exists but is not in a signed checkpoint yet."""
+
+
+class NoCheckpoint(NotFound, LogError):
+    """The log has no signed checkpoint (yet, or of the size asked for)."""
+
+
+MAX_TREE_SIZE = 1 << 62  # a size beyond this is bad input, not a database error
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -379,10 +386,12 @@ def _hex(b: bytes) -> str:
 def _checkpoint_row(session: Session | Connection, size: int | None) -> Any:
     q = select(_cp_t.c.tree_size, _cp_t.c.root_hash, _cp_t.c.note, _cp_t.c.log_key, _cp_t.c.created_at)
     q = q.order_by(_cp_t.c.tree_size.desc()).limit(1) if size is None else q.where(_cp_t.c.tree_size == size)
+    if size is not None and not 0 <= size < MAX_TREE_SIZE:
+        raise BadInput(f"a tree size is between 0 and {MAX_TREE_SIZE - 1}")
     row = session.execute(q).one_or_none()
     if row is None:
-        raise LogError("the log has no signed checkpoint yet: run `cameo audit checkpoint`" if size is None
-                       else f"the log has no signed checkpoint of size {size}")
+        raise NoCheckpoint("the log has no signed checkpoint yet: run `cameo audit checkpoint`" if size is None
+                           else f"the log has no signed checkpoint of size {size}")
     return row
 
 
@@ -437,7 +446,7 @@ def consistency_proof(session: Session | Connection, first: int, second: int) ->
     signed checkpoints): ``first_size``, ``second_size``, ``hashes`` (hex), both roots and both
     checkpoints."""
     if not 0 <= first <= second:
-        raise LogError(f"no consistency proof from size {first} to size {second}")
+        raise BadInput(f"no consistency proof from size {first} to size {second} (0 <= OLD <= NEW)")
     a, b = _checkpoint_row(session, first), _checkpoint_row(session, second)
     conn = session.connection() if isinstance(session, Session) else session
     node = _node_source(conn, {})
