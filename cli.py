@@ -134,6 +134,16 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _operator_only(command: str, as_json: bool) -> None:
+    """A registry operator's command runs on the registry host: with CAMEO_SERVER set it would
+    otherwise look for a registry in this party's home."""
+    from cameo.client import server_url
+
+    if server_url() is not None:
+        _fail(2, f"`cameo {command}` is the registry operator's: run it on the registry host, without "
+                 "CAMEO_SERVER (or with --server '')", as_json)
+
+
 def _remote() -> Any:
     """The party's client when CAMEO_SERVER (or --server) names a registry server, else None."""
     from cameo.client import Party, server_url
@@ -270,6 +280,7 @@ def _quality(q: Any) -> str:
 @app.command()
 def init(as_json: JsonOpt = False) -> None:
     """Create the registry: SQLite database (or --db), vault key, token key, provenance certificates."""
+    _operator_only("init", as_json)
     from conditioning._app import init as do
 
     _run(lambda: do(_home(), now=_now()), as_json,
@@ -504,6 +515,7 @@ def usage(handle: str, as_json: JsonOpt = False,
 @audit_app.command("verify")
 def audit_verify(as_json: JsonOpt = False) -> None:
     """Check every entry and the transparency log; exit 0 if intact, else 3 naming the first bad entry."""
+    _operator_only("audit verify", as_json)
     from cameo.registry._app import audit_verify as do
 
     r = _run(lambda: do(_home()), as_json, lambda r: None)
@@ -541,6 +553,7 @@ def audit_checkpoint(
 @audit_app.command("integrate")
 def audit_integrate(as_json: JsonOpt = False) -> None:
     """Integrate the pending audit entries into the transparency log and sign a checkpoint."""
+    _operator_only("audit integrate", as_json)
     from cameo.registry._app import audit_integrate as do
 
     def show(r: dict[str, Any]) -> None:
@@ -771,6 +784,7 @@ def protect(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a face and/or voice to the protected list: nobody may enroll or use it."""
+    _operator_only("protect", as_json)
     from cameo._enrollment import protect as do
 
     def call() -> dict[str, Any]:
@@ -788,6 +802,7 @@ def retention_run(
     as_json: JsonOpt = False,
 ) -> None:
     """Enforce the retention rule: crypto-shred cameos unused for too long or whose consent expired."""
+    _operator_only("retention run", as_json)
     from cameo._enrollment import retention as do
 
     _run(lambda: do(_home(), max_idle_days=max_idle_days, dry_run=dry_run, now=_now()), as_json,
@@ -873,6 +888,7 @@ def generator_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a generator: tokens name it as their audience."""
+    _operator_only("generator add", as_json)
     from conditioning._app import generator_add as do
 
     _run(lambda: do(_home(), gen_id, adapter=adapter, config=config, public_key=public_key, now=_now()), as_json,
@@ -896,6 +912,7 @@ def generator_keygen(
 @generator_app.command("list")
 def generator_list(as_json: JsonOpt = False) -> None:
     """List registered generators."""
+    _operator_only("generator list", as_json)
     from conditioning._app import generator_list as do
 
     _run(lambda: do(_home()), as_json,
