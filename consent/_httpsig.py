@@ -30,9 +30,7 @@ TAG = "cameo"
 LABEL = "sig1"
 _KEYID_RE = re.compile(r"(account|generator|device):[a-z0-9][a-z0-9._-]{0,127}")
 _NONCE_RE = re.compile(r"[A-Za-z0-9_-]{22,128}")
-_INPUT_RE = re.compile(r'^sig1=\(((?:"[a-z@-]+" ?)*)\)((?:;[a-z]+=(?:"[^"\\]*"|[0-9]{1,15}))*)$')
 _PARAM_RE = re.compile(r';([a-z]+)=("[^"\\]*"|[0-9]{1,15})')
-_SIG_RE = re.compile(r"^sig1=:([A-Za-z0-9+/=]{1,200}):$")
 _DIGEST_RE = re.compile(r"(?:^|,)\s*sha-256=:([A-Za-z0-9+/=]{44}):")
 
 
@@ -79,6 +77,8 @@ class SignedRequest:
     nonce: str
     params: str
     signature: bytes
+    covered: tuple[str, ...] = COMPONENTS
+    expires: int | None = None
 
     @property
     def kind(self) -> str:
@@ -89,26 +89,44 @@ class SignedRequest:
         return self.keyid.split(":", 1)[1]
 
 
+_LABEL_RE = r"[a-z][a-z0-9_-]{0,31}"
+_ENTRY_RE = re.compile(rf'^({_LABEL_RE})=\(((?:"[a-z0-9@-]+" ?)*)\)((?:;[a-z]+=(?:"[^"\\]*"|[0-9]{{1,15}}))*)$')
+_SIGV_RE = re.compile(rf"^({_LABEL_RE})=:([A-Za-z0-9+/=]{{1,200}}):$")
+DERIVED = ("@method", "@path", "@query", "@authority")
+REQUIRED = ("@method", "@path")
+
+
 def parse_signature(headers: Mapping[str, str]) -> SignedRequest:
-    """Parse the ``Signature-Input`` and ``Signature`` fields of a request in this profile.
-    Raises :class:`MalformedDocument` when either is missing or is not this profile's."""
+    """Parse the ``Signature-Input`` and ``Signature`` fields (one signature). Our own clients
+    sign exactly :data:`COMPONENTS` with ``alg`` and ``tag``; any RFC 9421 client is accepted that
+    covers at least ``@method`` and ``@path`` (``content-digest`` too when there is a body, and
+    ``@query`` when there is a query), in any order, with other derived components (``@authority``) or header fields, and
+    gives ``created``, ``nonce`` and ``keyid`` (``alg`` and ``tag`` optional, but only
+    ``ed25519`` and ``cameo`` if given). Raises :class:`MalformedDocument` otherwise."""
     given = headers.get("signature-input")
     sig = headers.get("signature")
     if not given or not sig:
         raise MalformedDocument("the request is not signed (Signature-Input and Signature are required)")
-    m = _INPUT_RE.fullmatch(given.strip())
+    m = _ENTRY_RE.fullmatch(given.strip())
     if m is None:
-        raise MalformedDocument("Signature-Input is not a single sig1 entry of this profile")
-    covered = tuple(c.strip('"') for c in m.group(1).split())
-    if covered != COMPONENTS:
-        raise MalformedDocument(f"the signature must cover {' '.join(COMPONENTS)}")
+        raise MalformedDocument("Signature-Input is not one signature entry (label=(components);params)")
+    label = m.group(1)
+    covered = tuple(c.strip('"') for c in m.group(2).split())
+    if len(set(covered)) != len(covered):
+        raise MalformedDocument("a component is covered twice")
+    for c in covered:
+        if c.startswith("@") and c not in DERIVED:
+            raise MalformedDocument(f"derived component {c} is not supported (use {', '.join(DERIVED)})")
+    missing = [c for c in REQUIRED if c not in covered]
+    if missing:
+        raise MalformedDocument(f"the signature must cover {' '.join(REQUIRED)} (missing {' '.join(missing)})")
     params: dict[str, str] = {}
-    for k, v in _PARAM_RE.findall(m.group(2)):
+    for k, v in _PARAM_RE.findall(m.group(3)):
         if k in params:
             raise MalformedDocument(f"signature parameter {k} given twice")
         params[k] = v.strip('"')
-    if params.get("alg") != "ed25519" or params.get("tag") != TAG:
-        raise MalformedDocument('the signature must say alg="ed25519" and tag="cameo"')
+    if params.get("alg", "ed25519") != "ed25519" or params.get("tag", TAG) != TAG:
+        raise MalformedDocument('alg, if given, is "ed25519"; tag, if given, is "cameo"')
     keyid, nonce, created = params.get("keyid", ""), params.get("nonce", ""), params.get("created", "")
     if not _KEYID_RE.fullmatch(keyid):
         raise MalformedDocument("keyid is account:<handle>, generator:<id> or device:<id>")
@@ -116,22 +134,58 @@ def parse_signature(headers: Mapping[str, str]) -> SignedRequest:
         raise MalformedDocument("the signature needs a random nonce (16+ bytes, base64url)")
     if not created.isdigit():
         raise MalformedDocument("the signature needs created=<seconds>")
-    s = _SIG_RE.fullmatch(sig.strip())
-    if s is None:
-        raise MalformedDocument("Signature is not a single sig1 byte sequence")
+    expires = params.get("expires")
+    if expires is not None and not expires.isdigit():
+        raise MalformedDocument("expires is a number of seconds")
+    s = _SIGV_RE.fullmatch(sig.strip())
+    if s is None or s.group(1) != label:
+        raise MalformedDocument(f"Signature is not one {label} byte sequence")
     try:
-        raw = base64.b64decode(s.group(1), validate=True)
+        raw = base64.b64decode(s.group(2), validate=True)
     except ValueError as e:
         raise MalformedDocument("Signature is not base64") from e
-    return SignedRequest(keyid, int(created), nonce, m.group(0)[len(LABEL) + 1:], raw)
+    return SignedRequest(keyid, int(created), nonce, m.group(0)[len(label) + 1:], raw, covered,
+                         int(expires) if expires is not None else None)
+
+
+def _base(signed: SignedRequest, *, method: str, path: str, query: str, headers: Mapping[str, str],
+          digest: str) -> bytes:
+    lines = []
+    for c in signed.covered:
+        if c == "@method":
+            v = method.upper()
+        elif c == "@path":
+            v = path or "/"
+        elif c == "@query":
+            v = "?" + query.lstrip("?")
+        elif c == "@authority":
+            v = (headers.get("host") or "").lower()
+        elif c == "content-digest":
+            v = digest
+        else:
+            got = headers.get(c)
+            if got is None:
+                raise SignatureInvalid(f"the signature covers {c}, which the request does not have")
+            v = got.strip()
+        if "\n" in v or "\r" in v:
+            raise MalformedDocument("a signed component holds a newline")
+        lines.append(f'"{c}": {v}')
+    lines.append(f'"@signature-params": {signed.params}')
+    return "\n".join(lines).encode()
 
 
 def verify_request(signed: SignedRequest, key: VerifyKey, *, method: str, path: str, query: str,
                    body: bytes, headers: Mapping[str, str]) -> None:
     """Check the body against ``Content-Digest`` and the signature against ``key``. The caller
-    checks ``created`` against its clock and records the nonce (replays)."""
+    checks ``created`` (and ``expires``) against its clock and records the nonce (replays)."""
     got = headers.get("content-digest") or ""
-    m = _DIGEST_RE.search(got)
-    if m is None or ("sha-256=:" + m.group(1) + ":") != content_digest(body):
-        raise SignatureInvalid("the body does not match its Content-Digest")
-    key.verify(signed.signature, signature_base(method, path, query, content_digest(body), signed.params))
+    if body or "content-digest" in signed.covered:
+        m = _DIGEST_RE.search(got)
+        if "content-digest" not in signed.covered:
+            raise SignatureInvalid("the request has a body the signature does not cover (content-digest)")
+        if m is None or ("sha-256=:" + m.group(1) + ":") != content_digest(body):
+            raise SignatureInvalid("the body does not match its Content-Digest (sha-256)")
+    if query and "@query" not in signed.covered:
+        raise SignatureInvalid("the request has a query the signature does not cover (@query)")
+    key.verify(signed.signature, _base(signed, method=method, path=path, query=query, headers=headers,
+                                       digest=got.strip()))

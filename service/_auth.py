@@ -152,7 +152,7 @@ def authenticate(home: Any, *, method: str, path: str, query: str, body: bytes, 
     except ConsentError as e:
         raise Problem(401, str(e), code="unsigned", headers={"WWW-Authenticate": 'Signature realm="cameo"'}) from None
     now = int(time.time())
-    if abs(now - signed.created) > SKEW:
+    if abs(now - signed.created) > SKEW or (signed.expires is not None and signed.expires < now):
         raise Problem(401, f"the request's signature is stale or from the future (created {signed.created}, "
                            f"now {now}; allowed skew {SKEW} s): check the clock", code="stale-signature")
     limiter.take(signed.keyid)

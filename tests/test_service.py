@@ -522,3 +522,19 @@ def test_a_stalled_body_gets_408_and_holds_nothing(tmp_path: Path) -> None:
             assert time.monotonic() - t0 < 10
         assert reply.startswith("HTTP/1.1 408") and "application/problem+json" in reply
         assert httpx.get(s.url + "/healthz").status_code == 200
+
+
+def test_a_foreign_rfc9421_client_is_accepted(srv: Server) -> None:
+    """Another client's signature (its own label and order, @authority, no body digest on a GET,
+    no alg or tag) verifies as RFC 9421 says."""
+    from urllib.parse import urlsplit
+
+    alice = _key(srv.homes["owner"], "alice")
+    host = urlsplit(srv.url).netloc
+    params = (f'("@path" "@method" "@authority");created={int(time.time())};keyid="account:alice";'
+              f'nonce="{base64.urlsafe_b64encode(__import__("os").urandom(18)).decode()}"')
+    base = f'"@path": /v1/cameos/alice/grants\n"@method": GET\n"@authority": {host}\n"@signature-params": {params}'
+    sig = base64.b64encode(alice.sign(base.encode())).decode()
+    r = httpx.get(srv.url + "/v1/cameos/alice/grants",
+                  headers={"Signature-Input": f"ext={params}", "Signature": f"ext=:{sig}:"})
+    assert r.status_code == 200, r.text
