@@ -13,19 +13,22 @@ Every error is an RFC 9457 problem document with the CLI's reason codes and exit
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi import Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,8 +42,14 @@ MAX_BODY = 48 << 20  # bytes: enough for two photos, two clips or one short vide
 MAX_FILE = 24 << 20
 MODEL_SLOTS = 2  # concurrent model calls (embedding, screening) per worker
 MODEL_WAIT_S = 60.0
+#: a body that stalls this long is refused (408): a slow client holds no worker (CAMEO_SERVE_RECEIVE_TIMEOUT)
+RECEIVE_TIMEOUT_S = float(os.environ.get("CAMEO_SERVE_RECEIVE_TIMEOUT", "30"))
+BODY_DEADLINE_S = 120.0
 
 _B64 = r"^[A-Za-z0-9+/=\s]*$"
+#: a handle in a path (consent.HANDLE_RE): anything else is refused by the schema (422)
+Handle = Annotated[str, PathParam(pattern=r"^[a-z][a-z0-9_-]{1,31}$", description="an account handle")]
+ResourceId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class _Strict(BaseModel):
@@ -129,20 +138,50 @@ class BodyLimit:
                     await self._refuse(scope, receive, send)
                     return
         seen = 0
+        deadline = asyncio.get_running_loop().time() + BODY_DEADLINE_S
 
         async def limited() -> Message:
             nonlocal seen
-            msg = await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                msg = await asyncio.wait_for(receive(), timeout=max(0.001, min(left, RECEIVE_TIMEOUT_S)))
+            except asyncio.TimeoutError:
+                if not answered:  # answer now; the application sees the client gone
+                    await self._slow(scope, receive, send_once)
+                return {"type": "http.disconnect"}
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:
                     raise _TooLarge()
             return msg
 
+        answered = False  # a response has started (the application's or ours)
+        ours = False  # ... and it is our 408
+
+        async def send_once(msg: Message) -> None:
+            nonlocal answered, ours
+            if msg["type"] == "http.response.start":
+                answered = ours = True
+            await send(msg)
+
+        async def app_send(msg: Message) -> None:
+            nonlocal answered
+            if ours and msg["type"].startswith("http.response"):
+                return  # our 408 went first: the application's late answer is dropped
+            if msg["type"] == "http.response.start":
+                answered = True
+            await send(msg)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, app_send)
         except _TooLarge:
-            await self._refuse(scope, receive, send)
+            if not answered:
+                await self._refuse(scope, receive, send_once)
+
+    async def _slow(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resp = problem(408, f"the body did not arrive in time ({RECEIVE_TIMEOUT_S:.0f} s without data, or "
+                            f"{BODY_DEADLINE_S:.0f} s in all)", code="request-timeout", headers={"Connection": "close"})
+        await resp(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         resp = problem(413, f"the body is larger than {self.limit} bytes", code="body-too-large",
@@ -154,6 +193,44 @@ class _TooLarge(Exception):
     pass
 
 
+
+
+def _rate_setting() -> tuple[float, int]:
+    """Signed requests per key: ``CAMEO_SERVE_RATE=rate:burst`` (per second, per worker; default 20:60)."""
+    text = os.environ.get("CAMEO_SERVE_RATE", "20:60")
+    try:
+        rate, burst = text.split(":")
+        return max(0.01, float(rate)), max(1, int(burst))
+    except ValueError:
+        return 20.0, 60
+
+
+MAX_MEDIA_SECONDS = 120.0  # an enrollment clip, a selfie video or a reference: longer is refused
+
+
+def _check_durations(paths: list[Path]) -> None:
+    """Refuse audio or video longer than :data:`MAX_MEDIA_SECONDS` before any model looks at it
+    (a small file can hold hours of low-rate audio). What cannot be read is left to the pipeline,
+    which names the file in a typed error."""
+    for p in paths:
+        seconds = None
+        try:
+            import soundfile
+
+            seconds = float(soundfile.info(str(p)).duration)
+        except Exception:  # noqa: BLE001 - not audio soundfile reads: try it as a container
+            try:
+                import av
+
+                with av.open(str(p)) as c:
+                    seconds = c.duration / 1_000_000 if c.duration else None
+            except Exception:  # noqa: BLE001 - not media av reads either (an image, or garbage)
+                seconds = None
+        if seconds is not None and seconds > MAX_MEDIA_SECONDS:
+            raise Problem(413, f"{p.name[:64]} lasts {seconds:.0f} s; at most {MAX_MEDIA_SECONDS:.0f} s is accepted",
+                          code="media-too-long")
+
+
 class _Context:
     """What one worker keeps: the registry's home, the encoders (models load once), the limits."""
 
@@ -163,7 +240,8 @@ class _Context:
         self.home = home
         self.encoders = Encoders(None)
         self.models = threading.BoundedSemaphore(model_slots)
-        self.signed_limit = RateLimiter(rate=20.0, burst=60)
+        rate, burst = _rate_setting()
+        self.signed_limit = RateLimiter(rate=rate, burst=burst)
         self.open_limit = RateLimiter(rate=50.0, burst=200)
 
     @contextmanager
@@ -195,6 +273,7 @@ class _Context:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                 out.setdefault(group, []).append(p)
+            _check_durations([p for ps in out.values() for p in ps])
             yield out
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -207,9 +286,10 @@ def create_app(home: Any = None) -> FastAPI:
     home = home or Home.resolve()
     home.require()
     ctx = _Context(home)
-    app = FastAPI(title="cameo registry", version=API_VERSION,
+    app = FastAPI(title="cameo registry", version=API_VERSION, lifespan=_integrating,
                   description="Consent-gated likeness registry. Writes are signed by the acting party's own "
                               "Ed25519 key (RFC 9421 HTTP Message Signatures); errors are RFC 9457 problem details.")
+    app.state.home = home
     _errors(app)
 
     async def raw_body(request: Request) -> bytes:
@@ -235,7 +315,7 @@ def create_app(home: Any = None) -> FastAPI:
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, Any]:
-        return {"ok": True, "version": API_VERSION}
+        return {"ok": True, "version": API_VERSION, "worker": os.getpid()}
 
     @app.get("/v1/trust", tags=["meta"], dependencies=[Depends(unsigned)])
     def trust() -> dict[str, Any]:
@@ -247,7 +327,7 @@ def create_app(home: Any = None) -> FastAPI:
 
     # -- accounts ------------------------------------------------------------------------------
     @app.get("/v1/accounts/{handle}", tags=["accounts"], dependencies=[Depends(unsigned)])
-    def account_get(handle: str) -> dict[str, Any]:
+    def account_get(handle: Handle) -> dict[str, Any]:
         from cameo.registry._served import account_public
 
         return account_public(home, handle[:64])
@@ -295,28 +375,29 @@ def create_app(home: Any = None) -> FastAPI:
 
     # -- the owner's cameo -------------------------------------------------------------------------
     @app.get("/v1/cameos/{handle}", tags=["cameos"])
-    def cameo_get(handle: str, party: Party = Depends(signer)) -> dict[str, Any]:
+    def cameo_get(handle: Handle, party: Party = Depends(signer)) -> dict[str, Any]:
         from cameo._enrollment import show
 
         owner(handle, party, "read")
         return show(home, handle)
 
     @app.get("/v1/cameos/{handle}/usage", tags=["cameos"])
-    def usage_get(handle: str, party: Party = Depends(signer)) -> dict[str, Any]:
+    def usage_get(handle: Handle, party: Party = Depends(signer),
+                  proofs: bool = Query(default=False, description="each use with its inclusion proof")) -> dict[str, Any]:
         from cameo.registry._app import usage
 
         owner(handle, party, "read")
-        return usage(home, handle)
+        return usage(home, handle, proofs=proofs)
 
     @app.get("/v1/cameos/{handle}/grants", tags=["cameos"])
-    def grants_get(handle: str, party: Party = Depends(signer)) -> dict[str, Any]:
+    def grants_get(handle: Handle, party: Party = Depends(signer)) -> dict[str, Any]:
         from cameo.registry._app import grants
 
         owner(handle, party, "read")
         return grants(home, handle, now=_now())
 
     @app.delete("/v1/cameos/{handle}", tags=["cameos"])
-    def cameo_delete(handle: str, party: Party = Depends(signer)) -> dict[str, Any]:
+    def cameo_delete(handle: Handle, party: Party = Depends(signer)) -> dict[str, Any]:
         """Withdraw consent and crypto-shred the cameo (its data key is destroyed)."""
         from cameo.registry import engine_for, transaction
         from cameo.registry._cameos import delete_cameo
@@ -326,7 +407,7 @@ def create_app(home: Any = None) -> FastAPI:
             return delete_cameo(s, handle, now=_now())
 
     @app.post("/v1/cameos/{handle}/enrollments", tags=["cameos"], status_code=201)
-    def enroll_post(handle: str, body: EnrollIn, party: Party = Depends(signer)) -> dict[str, Any]:
+    def enroll_post(handle: Handle, body: EnrollIn, party: Party = Depends(signer)) -> dict[str, Any]:
         """Step 1: upload media; the server embeds, checks liveness and duplicates, and returns the
         template commitments the owner's consent record must name (valid 15 minutes)."""
         from cameo._enrollment import enroll_begin
@@ -340,7 +421,7 @@ def create_app(home: Any = None) -> FastAPI:
                                 encoders=ctx.encoders, now=_now())
 
     @app.post("/v1/cameos/{handle}/enrollments/{enrollment_id}", tags=["cameos"], status_code=201)
-    def enroll_complete_post(handle: str, enrollment_id: str, body: ConsentIn,
+    def enroll_complete_post(handle: Handle, enrollment_id: ResourceId, body: ConsentIn,
                              party: Party = Depends(signer)) -> dict[str, Any]:
         """Step 2: the owner's signed consent record; the server seals the templates under it."""
         from cameo._enrollment import enroll_complete
@@ -351,7 +432,7 @@ def create_app(home: Any = None) -> FastAPI:
                                    encoders=ctx.encoders)
 
     @app.post("/v1/cameos/{handle}/match", tags=["cameos"])
-    def match_post(handle: str, body: MatchIn, party: Party = Depends(signer)) -> dict[str, Any]:
+    def match_post(handle: Handle, body: MatchIn, party: Party = Depends(signer)) -> dict[str, Any]:
         """Whether a file shows the owner's own likeness (face search is not a public lookup)."""
         from cameo._enrollment import match
 
@@ -394,7 +475,7 @@ def create_app(home: Any = None) -> FastAPI:
         return r
 
     @app.post("/v1/releases/{release_id}/outputs", tags=["generation"], status_code=201)
-    def outputs_post(release_id: str, body: OutputsIn, party: Party = Depends(signer)) -> dict[str, Any]:
+    def outputs_post(release_id: ResourceId, body: OutputsIn, party: Party = Depends(signer)) -> dict[str, Any]:
         """The generator's outputs for a release: screened, watermarked, C2PA-signed, recorded, returned."""
         from conditioning._remote import finish_release
 
@@ -415,7 +496,46 @@ def create_app(home: Any = None) -> FastAPI:
 
     _web_routes(app, home, signer=signer, owner=owner, raw_body=raw_body, limiter=ctx.signed_limit)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
+    _document_problems(app)
     return app
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object", "title": "Problem", "required": ["type", "title", "status", "detail"],
+    "description": "RFC 9457 problem details, with the CLI's exit code and reason codes.",
+    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                   "detail": {"type": "string"}, "code": {"type": "string"}, "exit_code": {"type": "integer"},
+                   "error_type": {"type": "string"},
+                   "reasons": {"type": "array", "items": {"type": "object", "properties": {
+                       "code": {"type": "string"}, "message": {"type": "string"}}}}}}
+_ERRORS = {"400": "Bad input (exit 2)", "401": "Not signed, wrongly signed, stale or replayed",
+           "403": "Denied, or not this party's to do (exit 3)", "404": "Not found (exit 4)",
+           "408": "The body did not arrive in time", "413": "Body too large", "422": "The body does not match the schema", "429": "Rate limited",
+           "500": "Internal error", "503": "Busy with model work"}
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Every operation documents its error responses as ``application/problem+json`` (what it
+    sends), instead of FastAPI's default 422 shape."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        doc.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        for ops in doc.get("paths", {}).values():
+            for op in ops.values():
+                responses = op.setdefault("responses", {})
+                for code, text in _ERRORS.items():
+                    responses[code] = {"description": text, "content": {
+                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        for name in ("HTTPValidationError", "ValidationError"):
+            doc["components"]["schemas"].pop(name, None)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _only(result: dict[str, Any], handle: str) -> dict[str, Any]:
@@ -429,11 +549,53 @@ def _only(result: dict[str, Any], handle: str) -> dict[str, Any]:
 
 
 def _log_routes(app: FastAPI, home: Any, unsigned: Callable[..., None]) -> None:
-    """The transparency log's read endpoints, when the registry has one (public: proofs are for anyone)."""
+    """The transparency log's read endpoints. Public: checkpoints and proofs are hashes and
+    signatures, verifiable offline with only the log key; an entry's content is not shown here
+    (its owner reads it with their usage, ``?proofs=1``)."""
+    from cameo.registry import engine_for, transaction
+    from cameo.registry._log import consistency_proof, inclusion_proof, latest_checkpoint
+
+    @app.get("/v1/log/checkpoint", tags=["log"], dependencies=[Depends(unsigned)])
+    def log_checkpoint() -> dict[str, Any]:
+        """The latest signed checkpoint (C2SP signed note), with the log's verifier key."""
+        with transaction(engine_for(home)) as s:
+            return latest_checkpoint(s)
+
+    @app.get("/v1/log/proof/{entry_id}", tags=["log"], dependencies=[Depends(unsigned)])
+    def log_proof(entry_id: ResourceId, tree_size: int | None = Query(default=None, ge=1, le=1 << 40)) -> dict[str, Any]:
+        """The inclusion proof of one entry (leaf index, leaf hash, audit path) against a checkpoint."""
+        with transaction(engine_for(home)) as s:
+            doc = inclusion_proof(s, entry_id, tree_size)
+        doc.pop("entry", None)
+        doc.pop("entry_bytes", None)
+        return doc
+
+    @app.get("/v1/log/consistency", tags=["log"], dependencies=[Depends(unsigned)])
+    def log_consistency(first: int = Query(ge=0, le=1 << 40), second: int = Query(ge=0, le=1 << 40)) -> dict[str, Any]:
+        """The proof that the tree at size ``second`` extends the tree at size ``first``."""
+        with transaction(engine_for(home)) as s:
+            return consistency_proof(s, first, second)
+
+
+@asynccontextmanager
+async def _integrating(app: FastAPI) -> AsyncIterator[None]:
+    """Every worker runs an integrator; one wins the log's leader lock (an advisory lock on
+    PostgreSQL, a file lock on SQLite) and integrates, the others wait to take over."""
+    from cameo.registry._log import Integrator
+
+    integrator = None
     try:
-        from cameo.registry import _log  # noqa: F401
-    except ImportError:
-        return
+        integrator = Integrator.for_home(app.state.home)
+        integrator.start()
+    except Exception as e:  # noqa: BLE001 - a registry without the log key serves, but says so
+        import logging
+
+        logging.getLogger("cameo.serve").warning("transparency log integrator not started: %s", type(e).__name__)
+    try:
+        yield
+    finally:
+        if integrator is not None:
+            integrator.stop()
 
 
 def _errors(app: FastAPI) -> None:
