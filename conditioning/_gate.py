@@ -461,7 +461,7 @@ class Gate:
     def close(self) -> None:
         """Return this thread's connection to the pool."""
         fairy = getattr(self._local, "fairy", None)
-        self._local.raw = self._local.fairy = None
+        self._local.raw = self._local.fairy = self._local.cursors = None
         if fairy is not None:
             try:
                 fairy.close()
@@ -665,10 +665,11 @@ class Gate:
         toks = [v for v in parsed[0] if v.token is not None]
         items: list[dict[str, Any]] = []
         with self._pg_txn() as (raw, cur):
+            spare = iter(self._cursors(raw, 4 * len(toks)))  # (a cursor per statement in flight)
             with raw.pipeline() as pipe:
                 cur.execute("BEGIN")  # queued with round trip 1 (psycopg's own BEGIN would wait for its reply)
-                live_c = {v.index: raw.cursor() for v in toks}
-                tpl_c = {v.index: raw.cursor() for v in toks} if load_templates else {}
+                live_c = {v.index: next(spare) for v in toks}
+                tpl_c = {v.index: next(spare) for v in toks} if load_templates else {}
                 for v in toks:
                     assert v.token is not None
                     q = sql.live_locked
@@ -690,7 +691,7 @@ class Gate:
                     except VaultError as e:
                         raise _Denial(GateDecision(decision.verdicts, decision.extra + (
                             Reason("vault.integrity", f"the cameo's templates do not decrypt ({e})"),))) from None
-                consumed = [self._consume_send(raw, v, generator_id=generator_id, stamp=stamp)
+                consumed = [self._consume_send(next(spare), next(spare), v, generator_id=generator_id, stamp=stamp)
                             for v in decision.verdicts]  # step 10
                 entries = self._audit(cur, EventTag.GATE_RELEASE, decision, generator_id=generator_id,
                                       request=request, now=now)
@@ -705,6 +706,16 @@ class Gate:
             self._local.entries = tuple(entries)
         return decision, items
 
+    def _cursors(self, raw: Any, n: int) -> list[Any]:
+        """``n + 1`` cursors of this thread's connection, kept between decisions (a psycopg cursor
+        costs ~30 us to make: more than a queued statement); the first is the transaction's own."""
+        kept = getattr(self._local, "cursors", None)
+        if kept is None or kept[0] is not raw:
+            kept = self._local.cursors = (raw, [])
+        while len(kept[1]) < n + 1:
+            kept[1].append(raw.cursor())
+        return kept[1][1:n + 1]
+
     @contextlib.contextmanager
     def _pg_txn(self) -> Iterator[tuple[Any, Any]]:
         """A transaction the caller begins itself (``BEGIN`` queued in a pipeline): the connection is
@@ -712,7 +723,8 @@ class Gate:
         trip) if the block returns, rolls back if it raises; back out of autocommit either way."""
         raw = self._connection()
         raw.autocommit = True
-        cur = raw.cursor()
+        self._cursors(raw, 0)
+        cur = self._local.cursors[1][0]
         try:
             yield raw, cur
             raw.commit()
@@ -728,20 +740,18 @@ class Gate:
                 raise DatabaseError(f"database error: {type(e).__name__}") from e
             raise
         finally:
-            cur.close()
             if raw is not None:
                 try:
                     raw.autocommit = False
                 except Exception:  # noqa: BLE001 - a broken connection: not kept
                     self.close()
 
-    def _consume_send(self, raw: Any, v: TokenVerdict, *, generator_id: str, stamp: str) -> tuple[Any, Any]:
-        """Step 10's two statements, queued (pipeline mode): the cursors, whose row counts are read
-        after the sync."""
+    def _consume_send(self, upd: Any, ins: Any, v: TokenVerdict, *, generator_id: str, stamp: str) -> tuple[Any, Any]:
+        """Step 10's two statements, queued (pipeline mode) on two cursors, whose row counts are
+        read after the sync."""
         assert v.token is not None and v.live is not None
         live, uses = v.live, v.live.uses + 1
         mac = self._trust.grant_mac(v.token.grant_id, live.digest, live.owner_id, live.grantee_id, uses, None)
-        upd, ins = raw.cursor(), raw.cursor()
         q = self._sql.consume
         upd.execute(q.sql, q.args(new=uses, mac=mac, grant_id=v.token.grant_id, old=live.uses,
                                   limit=v.grant.max_uses, stamp=stamp))
