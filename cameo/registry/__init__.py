@@ -12,6 +12,8 @@ from ._log import (
     Integration,
     Integrator,
     LogError,
+    LogBroken,
+    LogConflict,
     LogKeys,
     NotIntegrated,
     UnknownEntry,
@@ -36,6 +38,6 @@ __all__ = [
     "event_name", "make_engine", "outcome_of", "serialise", "transaction", "trust_for", "trust_of", "upgrade",
     "verify_chain",
     # the transparency log
-    "Integration", "Integrator", "LogError", "LogKeys", "NotIntegrated", "UnknownEntry", "checkpoint_at",
+    "Integration", "Integrator", "LogBroken", "LogConflict", "LogError", "LogKeys", "NotIntegrated", "UnknownEntry", "checkpoint_at",
     "consistency_proof", "inclusion_proof", "latest_checkpoint", "log_keys", "log_origin", "verify_proof_document",
 ]

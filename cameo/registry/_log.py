@@ -59,7 +59,7 @@ from consent import (
     verify_inclusion,
 )
 
-from .._errors import BadInput, CameoError, NotFound
+from .._errors import BadInput, CameoError, NotFound, NotInitialised
 from ._audit import ChainReport, ts
 from ._models import AuditEntry, LogCheckpoint, LogNode, Meta
 
@@ -73,6 +73,17 @@ ADVISORY_KEY = int.from_bytes(hashlib.sha256(b"cameo.log.integrator").digest()[:
 
 class LogError(CameoError):
     """The transparency log cannot answer this (no checkpoint yet, a size it never had)."""
+
+
+class LogBroken(CameoError):
+    """The log's stored tree is not whole (a node is missing): altered outside cameo; ``audit
+    verify`` says where."""
+
+    exit_code = 3
+
+
+class LogConflict(CameoError):
+    """Another integrator wrote the same batch (the constraints refused the second): try again."""
 
 
 class UnknownEntry(NotFound):
@@ -141,7 +152,7 @@ def _node_source(conn: Connection, cache: dict[tuple[int, int], bytes]) -> Calla
         if h is None:
             got = conn.execute(q, {"l": level, "i": idx}).scalar_one_or_none()
             if got is None:
-                raise LogError(f"the log's tree is missing its node ({level}, {idx})")
+                raise LogBroken(f"the log's tree is missing its node ({level}, {idx}): run `cameo audit verify`")
             h = cache[(level, idx)] = bytes(got)
         return h
 
@@ -179,7 +190,7 @@ def integrate_batch(conn: Connection, signer: NoteSigner, *, max_batch: int, now
         res = conn.execute(update(_log_t).where(_log_t.c.seq == bindparam("s"), _log_t.c.leaf_index.is_(None))
                            .values(leaf_index=bindparam("li")), leaves)
         if res.rowcount not in (-1, len(leaves)):
-            raise LogError("another integrator integrated these entries meanwhile")
+            raise LogConflict("another integrator integrated these entries meanwhile")
         conn.execute(insert(_node_t), nodes)
     new_size = size + len(rows)
     root = root_hash(node, new_size)
@@ -281,7 +292,7 @@ class Integrator:
     def __init__(self, engine: Engine, keys: LogKeys, *, every_n: int = 256, every_ms: int = 500,
                  max_batch: int = 4096, clock: Callable[[], datetime] | None = None) -> None:
         if keys.signer is None:
-            raise LogError("the log key is not on this host: only the registry host integrates")
+            raise NotInitialised("the log key is not on this host: only the registry host integrates")
         if every_n < 1 or every_ms < 1 or max_batch < 1:
             raise ValueError("every_n, every_ms and max_batch are positive")
         self._engine = engine
