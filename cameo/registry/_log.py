@@ -379,7 +379,8 @@ class Integrator:
         while not self._stop.is_set():
             try:
                 due = time.monotonic() - last >= self.every_ms / 1000.0
-                if due or self.pending() >= self.every_n:
+                # (a standby only tries for the lock when due: it does not count the backlog)
+                if due or (self._lead.held and self.pending() >= self.every_n):
                     self.run_once(sign_empty=True)
                     last = time.monotonic()
                 self.last_error = None
