@@ -326,6 +326,7 @@
       if (e.outcome === "allowed") b.a++; else b.d++;
     }
     const max = Math.max(1, ...buckets.map((b) => b.a + b.d));
+    chart.parentElement.hidden = buckets.every((b) => b.a + b.d === 0);  // nothing in two weeks: no chart
     for (const b of buckets) {
       const col = el("div", { class: "bar", title: new Date(b.t).toISOString().slice(0, 10) + ": " + b.a + " allowed, " + b.d + " denied" });
       const den = el("span", { class: "seg denied" }), al = el("span", { class: "seg allowed" });
@@ -340,7 +341,7 @@
     const body = $("grants-body");
     body.replaceChildren();
     $("grants-empty").hidden = list.length > 0;
-    $("grants").hidden = list.length === 0;
+    $("grants").parentElement.hidden = list.length === 0;
     const order = { active: 0, "used up": 1, expired: 2, revoked: 3, tampered: 4 };
     const sorted = [...list].sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || (a.not_after < b.not_after ? -1 : 1));
     for (const g of sorted) {
@@ -488,7 +489,7 @@
   async function removeDevice(d, button) {
     button.disabled = true;
     await guarded(async () => {
-      await signed("DELETE", "/v1/cameos/" + encodeURIComponent(state.me.handle) + "/devices/" + encodeURIComponent(d.delegation_id));
+      await signed("DELETE", "/v1/cameos/" + encodeURIComponent(state.me.handle) + "/devices/" + encodeURIComponent(d.this_device ? d.device_id : d.delegation_id));
       if (d.this_device) { await signedOut({ message: "You signed this browser out. Its key is deleted." }); return; }
       await load();
       toast((d.device_id ? "Removed " + (d.label || "the device") : "Cancelled the sign-in link") + ".");
