@@ -390,7 +390,7 @@ def token(
     generator: Annotated[str, typer.Option("--generator", help="The generator the token is for (its audience).")],
     request: Annotated[Path, typer.Option("--request", help="Request JSON: prompt, params, references.")],
     purpose: Annotated[str, typer.Option("--purpose", help="generate or remix.")] = "generate",
-    grant_id: Annotated[Optional[str], typer.Option("--grant", help="Use this grant (default: newest live one).")] = None,
+    grant_id: Annotated[Optional[str], typer.Option("--grant", help="Use this grant (default: the live one that ends soonest).")] = None,
     ttl: Annotated[Optional[str], typer.Option("--ttl", help="Token lifetime (default 5m, at most 1d).")] = None,
     as_json: JsonOpt = False,
 ) -> None:

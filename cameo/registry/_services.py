@@ -364,11 +364,13 @@ def mint(session: Session, request_data: bytes, keyring: TokenKeyring, *, now: d
     # 2. the request is fresh (bounded replay window)
     if abs(now - req.created) > TOKEN_REQUEST_WINDOW:
         reasons.append(Reason("request.stale", "the token request is not fresh (older than 5 minutes or from the future)"))
-    # 3. find the grant: the one named, or the newest live grant owner -> grantee for this generator
+    # 3. find the grant: the one named, or of the live grants owner -> grantee for this generator
+    #    the one that ends soonest (then the newest): a grant about to lapse is used before one that
+    #    would outlive it, and the token names exactly the grant a revocation must reach
     q = select(GrantRow).where(GrantRow.owner_id == owner.id, GrantRow.grantee_id == grantee.id)
     if req.grant_id:
         q = q.where(GrantRow.id == req.grant_id)
-    rows = list(session.execute(q.order_by(GrantRow.created_at.desc())).scalars())
+    rows = list(session.execute(q.order_by(GrantRow.not_after.asc(), GrantRow.created_at.desc())).scalars())
     if req.grant_id and not rows:
         raise UnknownGrant(f"{owner.handle} has no grant {req.grant_id[:64]!r} for {grantee.handle}")
     try:
