@@ -103,7 +103,9 @@ def release_sealed(home: Home, request: GenerationRequest, tokens: list[str], *,
                      "grant_ids": [c.grant_id for c in bundle.cameos],
                      "token_ids": [c.token_id for c in bundle.cameos],
                      "restrictions": sorted({r for c in bundle.cameos for r in c.restrictions}),
-                     "generator_id": generator, "request_digest": request.digest}
+                     "generator_id": generator, "request_digest": request.digest,
+                     # the release's audit entries, one per cameo: each provable in the transparency log
+                     "log_entry_ids": list(gate.last_log_entries)}
         decided = gate.last_decision
         assert decided is not None
         toks = [{"jti": v.token.jti, "owner": v.token.owner, "purpose": v.token.purpose}

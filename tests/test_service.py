@@ -240,6 +240,8 @@ def test_remote_release_sealed_to_the_generator_single_use(srv: Server) -> None:
     assert files and all(f.is_file() for f in files)
     v = srv.at("gen", "provenance", "verify", str(files[0]), "--json")
     assert json.loads(v.stdout)["trusted"] is True and json.loads(v.stdout)["generator"] == "gen-r"
+    entries = json.loads(v.stdout)["claim"]["log_entry_ids"]  # the release's audit entries, provable
+    assert entries and all(re.fullmatch(r"ent_[0-9a-f]{32}", e) for e in entries)
     again = srv.at("gen", "generate", "--request", str(req), "--token", t, "--generator", "gen-r", "--out",
                    str(srv.homes["gen"] / "out2"), check=False)
     assert again.returncode == 3 and not (srv.homes["gen"] / "out2").exists()
