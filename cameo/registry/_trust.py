@@ -162,7 +162,8 @@ def trust_of(session: Any) -> RegistryTrust:
 
 # -- token keys on file ----------------------------------------------------------------------------
 def load_retired(path: Any) -> tuple[list[VerifyKey], dict[str, datetime]]:
-    """``registry/retired-token-keys.json``: ``[{"public_key": b64, "retired_at": RFC 3339}]``."""
+    """A retired key list (``registry/retired-token-keys.json``, ``retired-log-keys.json``):
+    ``[{"public_key": b64, "retired_at": RFC 3339}]``."""
     if not path.exists():
         return [], {}
     try:
@@ -173,7 +174,7 @@ def load_retired(path: Any) -> tuple[list[VerifyKey], dict[str, datetime]]:
             keys.append(vk)
             cut[vk.key_id] = parse_time(item["retired_at"], "retired_at")
     except (ValueError, KeyError, TypeError, ConsentError) as e:
-        raise NotInitialised(f"the retired token key list {path.name} is corrupt") from e
+        raise NotInitialised(f"the retired key list {path.name} is corrupt") from e
     return keys, cut
 
 
