@@ -79,35 +79,51 @@ def _not_someone_else(directory: LikenessDirectory, encoders: Encoders, template
                 raise IdentityConflict(f"this {t.modality} already belongs to another cameo")
 
 
-def enroll(home: Home, handle: str, *, passphrase: str, faces: list[Path], voices: list[Path],
-           video: Path | None, audience: str, restrictions: list[str], purposes: tuple[str, ...],
-           adult: bool, expires: str | None, face_model: Path | None, progress: Progress | None,
-           now: datetime) -> dict[str, Any]:
+def _not_enrolled_yet(session: Any, handle: str) -> None:
+    from .registry._cameos import cameo_of
+    from ._errors import AlreadyEnrolled, NotEnrolled
+
+    try:
+        _, existing = cameo_of(session, handle)
+    except NotEnrolled:
+        return
+    if existing.status == "active":
+        raise AlreadyEnrolled(f"{handle} is already enrolled; `cameo delete {handle}` first to re-enroll")
+
+
+def check_media(*, faces: list[Path], voices: list[Path], video: Path | None) -> None:
     if video is not None and (faces or voices):
         raise BadInput("enroll from a --video, or from --face photos and --voice clips, not both")
     if video is None and not faces:
         raise BadInput("give --face photos (and --voice clips), or a --video")
+
+
+def check_enroll_options(*, faces: list[Path], voices: list[Path], video: Path | None, audience: str, adult: bool,
+                         restrictions: list[str], expires: str | None) -> timedelta | None:
+    """The owner's choices for an enrollment, checked before anything is uploaded or embedded
+    (here, and on the owner's machine before a remote enrollment). Returns the consent's lifetime."""
+    check_media(faces=faces, voices=voices, video=video)
     if audience not in AUDIENCES:
         raise BadInput(f"--audience must be one of {', '.join(AUDIENCES)}")
     if not adult:
         raise AgeNotAttested("the owner must attest to being 18 or over (--adult / omit --no-adult)")
     if any(len(r) > 200 or not r.strip() for r in restrictions) or len(restrictions) > 20:
         raise BadInput("restrictions are up to 20 non-empty texts of at most 200 characters")
-    life = reg.parse_duration(expires) if expires else None
+    return reg.parse_duration(expires) if expires else None
+
+
+def enroll(home: Home, handle: str, *, passphrase: str, faces: list[Path], voices: list[Path],
+           video: Path | None, audience: str, restrictions: list[str], purposes: tuple[str, ...],
+           adult: bool, expires: str | None, face_model: Path | None, progress: Progress | None,
+           now: datetime) -> dict[str, Any]:
+    life = check_enroll_options(faces=faces, voices=voices, video=video, audience=audience, adult=adult,
+                                restrictions=restrictions, expires=expires)
     eng = engine_for(home)
     vault = home.vault()
     with transaction(eng) as s:  # fail fast on unknown handle, wrong passphrase, existing cameo
-        acc = reg.get_account(s, handle)
+        reg.get_account(s, handle)
         key = home.load_key(handle, passphrase)
-        from .registry._cameos import cameo_of
-        from ._errors import AlreadyEnrolled, NotEnrolled
-
-        try:
-            _, existing = cameo_of(s, handle)
-            if existing.status == "active":
-                raise AlreadyEnrolled(f"{handle} is already enrolled; `cameo delete {handle}` first to re-enroll")
-        except NotEnrolled:
-            pass
+        _not_enrolled_yet(s, handle)
     encoders = Encoders(face_model)
     templates, report = _templates(encoders, faces=faces, voices=voices, video=video, progress=progress)
     with transaction(eng) as s:
@@ -250,24 +266,13 @@ def enroll_begin(home: Home, handle: str, *, faces: list[Path], voices: list[Pat
 
     from consent import new_id as _new_id
 
-    from .registry._cameos import cameo_of
     from .registry._service_models import PendingEnrollment
-    from ._errors import AlreadyEnrolled, NotEnrolled
 
-    if video is not None and (faces or voices):
-        raise BadInput("enroll from a --video, or from --face photos and --voice clips, not both")
-    if video is None and not faces:
-        raise BadInput("give --face photos (and --voice clips), or a --video")
+    check_media(faces=faces, voices=voices, video=video)
     eng = engine_for(home)
     with transaction(eng) as s:
-        acc = reg.get_account(s, handle)
-        try:
-            _, existing = cameo_of(s, handle)
-            if existing.status == "active":
-                raise AlreadyEnrolled(f"{handle} is already enrolled; `cameo delete {handle}` first to re-enroll")
-        except NotEnrolled:
-            pass
-        account_id = acc.id
+        account_id = reg.get_account(s, handle).id
+        _not_enrolled_yet(s, handle)
     templates, report = _templates(encoders, faces=faces, voices=voices, video=video, progress=progress)
     with transaction(eng) as s:
         _not_someone_else(LikenessDirectory.load(s, home.vault(), exclude=handle), encoders, templates)

@@ -90,14 +90,8 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
             adapter.check(bundle)  # 3
             say(f"generating with {generator}")
             files = [Path(f) for f in adapter.generate(bundle, call, work)]
-            claim = {"cameo_ids": [c.cameo_id for c in bundle.cameos],
-                     "consent_digests": [c.consent_digest for c in bundle.cameos],
-                     "grant_ids": [c.grant_id for c in bundle.cameos],
-                     "token_ids": [c.token_id for c in bundle.cameos],
-                     "restrictions": sorted({r for c in bundle.cameos for r in c.restrictions}),
-                     "generator_id": generator, "request_digest": request.digest,
-                     # the release's audit entries, one per cameo: each provable in the transparency log
-                     "log_entry_ids": list(gate.last_log_entries)}
+            claim = release_claim(bundle, generator=generator, request_digest=request.digest,
+                                  log_entries=gate.last_log_entries)
         staged = work.resolve()
         # only the declared outputs the generator wrote into its folder are screened, signed and
         # handed over; anything else it left there (or a path elsewhere) is discarded
@@ -129,6 +123,18 @@ def generate(home: Home, request: GenerationRequest, tokens: list[str], *, gener
         if gate is not None:
             gate.close()  # its kept connection goes back to the pool
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def release_claim(bundle: Any, *, generator: str, request_digest: str, log_entries: Any) -> dict[str, Any]:
+    """What a released output's provenance claims: the cameos and their consent digests, grants
+    and tokens, the restrictions to honour, the generator, the request, and the release's audit
+    entries (one per cameo: each provable in the transparency log)."""
+    return {"cameo_ids": [c.cameo_id for c in bundle.cameos],
+            "consent_digests": [c.consent_digest for c in bundle.cameos],
+            "grant_ids": [c.grant_id for c in bundle.cameos],
+            "token_ids": [c.token_id for c in bundle.cameos],
+            "restrictions": sorted({r for c in bundle.cameos for r in c.restrictions}),
+            "generator_id": generator, "request_digest": request_digest, "log_entry_ids": list(log_entries)}
 
 
 def _sign_and_record(eng: Any, files: list[Path], *, claim: dict[str, Any], authority: Any, generator: str,

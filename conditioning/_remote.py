@@ -68,7 +68,7 @@ def release_sealed(home: Home, request: GenerationRequest, tokens: list[str], *,
     from cameo import InvalidRequest, MediaError
     from cameo.registry._service_models import ReleaseRow
 
-    from ._generate import _bind_target, authority_for, new_staging
+    from ._generate import _bind_target, authority_for, new_staging, release_claim
     from .adapters import get_adapter, validate_request
     from .adapters._sealed import seal_bundle
 
@@ -98,14 +98,8 @@ def release_sealed(home: Home, request: GenerationRequest, tokens: list[str], *,
         with gate.release(request, tokens, generator_id=generator, now=now) as bundle:
             adapter.check(bundle)
             sealed = seal_bundle(bundle, recipient, now=now, ttl=RELEASE_TTL)
-            claim = {"cameo_ids": [c.cameo_id for c in bundle.cameos],
-                     "consent_digests": [c.consent_digest for c in bundle.cameos],
-                     "grant_ids": [c.grant_id for c in bundle.cameos],
-                     "token_ids": [c.token_id for c in bundle.cameos],
-                     "restrictions": sorted({r for c in bundle.cameos for r in c.restrictions}),
-                     "generator_id": generator, "request_digest": request.digest,
-                     # the release's audit entries, one per cameo: each provable in the transparency log
-                     "log_entry_ids": list(gate.last_log_entries)}
+            claim = release_claim(bundle, generator=generator, request_digest=request.digest,
+                                  log_entries=gate.last_log_entries)
         decided = gate.last_decision
         assert decided is not None
         toks = [{"jti": v.token.jti, "owner": v.token.owner, "purpose": v.token.purpose}

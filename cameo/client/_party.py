@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from consent import ConsentRecord, Follow, Grant, Revocation, SigningKey, TokenRequest, fmt_time, new_id
 
-from .._errors import AgeNotAttested, BadInput, DuplicateHandle, NotEnrolled, UnknownAccount
+from .._errors import BadInput, DuplicateHandle, NotEnrolled, UnknownAccount
 from ..registry._home import Home, check_handle, write_private
 from ._http import RemoteError, ServerClient
 
@@ -117,7 +117,7 @@ class Party:
               now: datetime) -> dict[str, Any]:
         from consent import MalformedDocument
 
-        from ..registry._app import DEFAULT_GRANT_MODALITIES
+        from ..registry._app import grant_modalities
         from ..registry._services import parse_duration
 
         if not 1 <= uses <= 1_000_000:
@@ -132,12 +132,7 @@ class Party:
             if e.exit_code != 4:
                 raise
             enrolled = None
-        if modalities is None:
-            modalities = enrolled or DEFAULT_GRANT_MODALITIES
-        elif enrolled is not None and (missing := [m for m in modalities if m not in enrolled]):
-            raise BadInput(f"{owner}'s cameo has no {' or '.join(missing)} template (it has {', '.join(enrolled)}): "
-                           f"a grant for {', '.join(missing)} could never be used; give --modality "
-                           f"{','.join(enrolled)} or leave --modality out")
+        modalities = grant_modalities(owner, modalities, enrolled)
         try:
             doc = Grant.create(key, id=new_id("grant"), owner=owner, owner_key=key.key_id, grantee=grantee,
                                grantee_key=g["key_id"], modalities=modalities, purposes=purposes,
@@ -197,21 +192,12 @@ class Party:
     def enroll(self, handle: str, *, passphrase: str, faces: list[Path], voices: list[Path], video: Path | None,
                audience: str, restrictions: list[str], purposes: tuple[str, ...], adult: bool,
                expires: str | None, progress: Callable[[str], None] | None, now: datetime) -> dict[str, Any]:
-        from consent import AUDIENCES, TemplateCommitment
+        from consent import TemplateCommitment
 
-        from ..registry._services import parse_duration
+        from .._enrollment import check_enroll_options
 
-        if video is not None and (faces or voices):
-            raise BadInput("enroll from a --video, or from --face photos and --voice clips, not both")
-        if video is None and not faces:
-            raise BadInput("give --face photos (and --voice clips), or a --video")
-        if audience not in AUDIENCES:
-            raise BadInput(f"--audience must be one of {', '.join(AUDIENCES)}")
-        if not adult:
-            raise AgeNotAttested("the owner must attest to being 18 or over (--adult / omit --no-adult)")
-        if any(len(r) > 200 or not r.strip() for r in restrictions) or len(restrictions) > 20:
-            raise BadInput("restrictions are up to 20 non-empty texts of at most 200 characters")
-        life = parse_duration(expires) if expires else None
+        life = check_enroll_options(faces=faces, voices=voices, video=video, audience=audience, adult=adult,
+                                    restrictions=restrictions, expires=expires)
         signer = self._account(handle, passphrase)
         say = progress or (lambda _m: None)
         body: dict[str, Any] = {"faces": [_file(p) for p in faces], "voices": [_file(p) for p in voices]}

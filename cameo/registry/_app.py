@@ -142,6 +142,18 @@ def _enrolled_modalities(s: Any, owner: Account) -> tuple[str, ...] | None:
     return tuple(m for m in MODALITIES if m in record.modalities)
 
 
+def grant_modalities(owner: str, asked: tuple[str, ...] | None, enrolled: tuple[str, ...] | None) -> tuple[str, ...]:
+    """A grant's modalities: what was asked, or what the owner's cameo has (face,voice before
+    enrollment); asking for one the cameo lacks is bad input (such a grant could never be used)."""
+    if asked is None:
+        return enrolled or DEFAULT_GRANT_MODALITIES
+    if enrolled is not None and (missing := [m for m in asked if m not in enrolled]):
+        raise BadInput(f"{owner}'s cameo has no {' or '.join(missing)} template (it has {', '.join(enrolled)}): "
+                       f"a grant for {', '.join(missing)} could never be used; give --modality "
+                       f"{','.join(enrolled)} or leave --modality out")
+    return asked
+
+
 def grant(home: Home, owner: str, grantee: str, *, passphrase: str, modalities: tuple[str, ...] | None = None,
           purposes: tuple[str, ...], generators: tuple[str, ...], uses: int, expires: str,
           now: datetime) -> dict[str, Any]:
@@ -155,13 +167,7 @@ def grant(home: Home, owner: str, grantee: str, *, passphrase: str, modalities: 
     eng = engine_for(home)
     with transaction(eng) as s:
         o, g = reg.get_account(s, owner), reg.get_account(s, grantee)
-        enrolled = _enrolled_modalities(s, o)
-        if modalities is None:
-            modalities = enrolled or DEFAULT_GRANT_MODALITIES
-        elif enrolled is not None and (missing := [m for m in modalities if m not in enrolled]):
-            raise BadInput(f"{owner}'s cameo has no {' or '.join(missing)} template (it has {', '.join(enrolled)}): "
-                           f"a grant for {', '.join(missing)} could never be used; give --modality "
-                           f"{','.join(enrolled)} or leave --modality out")
+        modalities = grant_modalities(owner, modalities, _enrolled_modalities(s, o))
         key = home.load_key(owner, passphrase)
         try:
             doc = Grant.create(key, id=new_id("grant"), owner=owner, owner_key=o.key_id, grantee=grantee,
