@@ -245,7 +245,13 @@ class _Context:
         self.open_limit = RateLimiter(rate=50.0, burst=200)
 
     @contextmanager
-    def model_slot(self) -> Iterator[None]:
+    def model_slot(self, needed: bool = True) -> Iterator[None]:
+        """One of the worker's model slots, for work that runs a model (embedding, screening media).
+        A release or check without references needs none: its gate decision is database work, and
+        holding a slot through it would cap concurrent decisions at the slot count."""
+        if not needed:
+            yield
+            return
         if not self.models.acquire(timeout=MODEL_WAIT_S):
             raise Problem(503, "the server is busy with model work; retry shortly", code="busy",
                           headers={"Retry-After": "5"})
@@ -458,7 +464,8 @@ def create_app(home: Any = None) -> FastAPI:
         from conditioning._app import check
 
         gen = generator_party(party)
-        with ctx.staged([("ref", f) for f in body.request.references]) as got, ctx.model_slot():
+        refs = [("ref", f) for f in body.request.references]
+        with ctx.staged(refs) as got, ctx.model_slot(bool(refs)):
             return check(home, body.tokens, generator=gen, request=_request(body.request, got), now=_now())
 
     @app.post("/v1/releases", tags=["generation"], status_code=201)
@@ -468,7 +475,8 @@ def create_app(home: Any = None) -> FastAPI:
         from conditioning._remote import release_sealed
 
         gen = generator_party(party)
-        with ctx.staged([("ref", f) for f in body.request.references]) as got, ctx.model_slot():
+        refs = [("ref", f) for f in body.request.references]
+        with ctx.staged(refs) as got, ctx.model_slot(bool(refs)):
             r = release_sealed(home, _request(body.request, got), body.tokens, generator=gen, now=_now(),
                                encoders=ctx.encoders)
         r["sealed"] = base64.b64encode(r["sealed"]).decode()
