@@ -151,11 +151,16 @@ def test_usage_names_grantee_generator_and_output_digest(registry: Registry, req
         _audit.append(s, "gate:output", now=datetime.now(UTC), subject=registry.ids["alice"],
                       detail={"generator": GENERATOR, "request_digest": request.digest, "token": tok["token_id"],
                               "outputs": [digest]})
+    from conditioning._errors import GateDenied
+
+    with pytest.raises(GateDenied):  # the same token again: denied (already used), and audited
+        _release(registry, tok["token"], request)
     entries = run_json("usage", "alice")["entries"]
     uses = [e for e in entries if e["token_id"] == tok["token_id"]]
-    assert {e["event"] for e in uses} >= {"token:mint:allowed", "gate:output"} and len(uses) >= 3
+    assert {e["event"] for e in uses} >= {"token:mint:allowed", "gate:output", "gate:release:denied"}
     assert all(e["grantee"] == "bob" and e["generator"] == GENERATOR for e in uses)
-    assert all(e["outputs"] == [digest] for e in uses if "release" in e["event"] or e["event"] == "gate:output")
+    assert all(e["outputs"] == [digest] for e in uses if e["event"] in ("gate:release:allowed", "gate:output"))
+    assert all(e["outputs"] == [] for e in uses if e["event"] == "gate:release:denied")  # the reuse made nothing
     grant_entry = next(e for e in entries if e["event"] == "consent:grant:create")
     assert grant_entry["grantee"] == "bob" and grant_entry["actor_handle"] == "alice"
     assert all({"seq", "ts", "event", "actor", "detail"} <= set(e) for e in entries)

@@ -318,7 +318,10 @@ def usage(home: Home, handle: str, *, proofs: bool = False) -> dict[str, Any]:
         gens = d.get("generators")
         e["generator"] = d.get("generator") or (",".join(map(str, gens)) if isinstance(gens, list) else None)
         e["grant_id"], e["token_id"] = gid, tok
-        e["outputs"] = outputs_of.get(tok, []) if tok and ("release" in e["event"] or "outputs" in d) else []
+        # a use's outputs go with its release and its output entry, never with a denied attempt
+        # that presented the same token again
+        released = "release" in e["event"] and not e["event"].endswith((":denied", ":withheld"))
+        e["outputs"] = outputs_of.get(tok, []) if tok and (released or "outputs" in d) else []
     denied = sum(1 for e in entries if e["event"].endswith((":denied", ":withheld")))
     out = {"handle": handle, "entries": entries, "count": len(entries), "denied": denied}
     if proofs:
