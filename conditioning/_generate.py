@@ -274,13 +274,8 @@ def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
             raise ProvenanceInvalid(f"{path.name}: a C2PA manifest is present but cannot be read (damaged)",
                                     codes=("manifest.unreadable",)) from None
     else:
-        claim = dict(report.claim)
-        soft = dict(report.soft_binding) if report.soft_binding else None
-        return {"file": path.name, "source": "manifest", "output_id": soft["value"] if soft else None,
-                **_claim_summary(claim), "state": report.state, "trusted": report.trusted,
-                "binding": report.binding, "generator": report.generator, "actions": list(report.actions),
-                "digital_source_type": report.digital_source_type, "signer": report.signer,
-                "soft_binding": soft, "claim": claim, "log": _log_proofs(home, claim)}
+        doc = manifest_summary(path, report)
+        return {**doc, "log": _log_proofs(home, doc["claim"])}
     rgb = read_picture(path)
     if rgb is not None:
         with transaction(engine_for(home)) as s:
@@ -300,6 +295,18 @@ def provenance_verify(home: Home, path: Path) -> dict[str, Any]:
                 f"that output's record (perceptual hash {res.distance} bits apart): a copied watermark does "
                 "not verify", codes=("cameo.watermark.mismatch",))
     raise ProvenanceMissing(f"{path.name}: no provenance: no C2PA manifest, and no watermark of this registry")
+
+
+def manifest_summary(path: Path, report: Any) -> dict[str, Any]:
+    """What ``provenance verify`` prints of a verified C2PA manifest (here, and on a party's
+    machine against the registry's pinned trust root)."""
+    claim = dict(report.claim)
+    soft = dict(report.soft_binding) if report.soft_binding else None
+    return {"file": path.name, "source": "manifest", "output_id": soft["value"] if soft else None,
+            **_claim_summary(claim), "state": report.state, "trusted": report.trusted,
+            "binding": report.binding, "generator": report.generator, "actions": list(report.actions),
+            "digital_source_type": report.digital_source_type, "signer": report.signer,
+            "soft_binding": soft, "claim": claim}
 
 
 def _manifest_traces(path: Path) -> bool:

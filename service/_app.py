@@ -301,10 +301,14 @@ def create_app(home: Any = None) -> FastAPI:
     async def raw_body(request: Request) -> bytes:
         return await request.body()
 
-    def signer(request: Request, raw: bytes = Depends(raw_body)) -> Party:
+    def verify(request: Request, raw: bytes, new_account_key: bytes | None = None) -> Party:
         return authenticate(home, method=request.method, path=request.scope["raw_path"].decode("latin-1"),
                             query=request.scope.get("query_string", b"").decode("latin-1"), body=raw,
-                            headers={k.lower(): v for k, v in request.headers.items()}, limiter=ctx.signed_limit)
+                            headers={k.lower(): v for k, v in request.headers.items()}, limiter=ctx.signed_limit,
+                            new_account_key=new_account_key)
+
+    def signer(request: Request, raw: bytes = Depends(raw_body)) -> Party:
+        return verify(request, raw)
 
     def unsigned(request: Request) -> None:
         ctx.open_limit.take("addr:" + (request.client.host if request.client else "?"))
@@ -344,10 +348,7 @@ def create_app(home: Any = None) -> FastAPI:
         from cameo.registry._served import account_create
 
         key = _b64(body.public_key, "public_key")
-        party = authenticate(home, method=request.method, path=request.scope["raw_path"].decode("latin-1"),
-                             query=request.scope.get("query_string", b"").decode("latin-1"), body=raw,
-                             headers={k.lower(): v for k, v in request.headers.items()}, limiter=ctx.signed_limit,
-                             new_account_key=key)
+        party = verify(request, raw, new_account_key=key)
         if party.kind != "account" or party.name != body.handle:
             raise Problem(403, "an account is created by a request signed as account:<its handle>", code="wrong-party")
         return account_create(home, body.handle, key, now=_now())

@@ -348,18 +348,10 @@ class Party:
         return doc
 
     def provenance_verify(self, path: Path) -> dict[str, Any]:
-        from conditioning._generate import _claim_summary
+        from conditioning._generate import manifest_summary
         from conditioning.provenance import verify_output
 
-        anchors = self.trust()["c2pa_trust_anchors"]
-        report = verify_output(path, trust_anchors=anchors)
-        claim = dict(report.claim)
-        soft = dict(report.soft_binding) if report.soft_binding else None
-        return {"file": path.name, "source": "manifest", "output_id": soft["value"] if soft else None,
-                **_claim_summary(claim), "state": report.state, "trusted": report.trusted,
-                "binding": report.binding, "generator": report.generator, "actions": list(report.actions),
-                "digital_source_type": report.digital_source_type, "signer": report.signer,
-                "soft_binding": soft, "claim": claim}
+        return manifest_summary(path, verify_output(path, trust_anchors=self.trust()["c2pa_trust_anchors"]))
 
 
 __all__ = ["NotEnrolled", "Party", "fmt_time"]
